@@ -462,28 +462,33 @@ class LabelStore:
             data = self._journal_path.read_bytes()
         except FileNotFoundError:
             data = b""
-        self._offsets: dict[str, np.ndarray] = {}
-        self._hashes: dict[str, list[str]] = {}
+        offsets: dict[str, np.ndarray] = {}
+        hashes: dict[str, list[str]] = {}
         with self._h5() as f:
             for kind in _KINDS:
-                self._offsets[kind] = np.concatenate([[0], np.cumsum(f[kind]["n_atoms"][:])])
-                self._hashes[kind] = [h.decode() for h in f[kind]["hash"][:]]
+                offsets[kind] = np.concatenate([[0], np.cumsum(f[kind]["n_atoms"][:])])
+                hashes[kind] = [h.decode() for h in f[kind]["hash"][:]]
         entries, size = _parse_journal(data, bytes.fromhex(self._store_id), self._journal_path)
-        self._pending: dict[str, list[_Record]] = {kind: [] for kind in _KINDS}
-        self._index: dict[str, dict[str, int]] = {kind: {} for kind in _KINDS}
-        for kind in _KINDS:
-            for i, h in enumerate(self._hashes[kind]):
-                self._index[kind].setdefault(h, i)
+        pending: dict[str, list[_Record]] = {kind: [] for kind in _KINDS}
         for kind, index, rec in entries:
-            if index < self._n_folded(kind):
-                if self._hashes[kind][index] != rec.hash:
+            n_folded = len(hashes[kind])
+            if index < n_folded:
+                if hashes[kind][index] != rec.hash:
                     raise StoreError(f"{self._journal_path}: {kind} record {index} differs from "
                                      f"the one folded into {self.path}")
                 continue
-            if index != self._count(kind):
+            if index != n_folded + len(pending[kind]):
                 raise StoreError(f"{self._journal_path}: {kind} record {index} out of order "
-                                 f"(expected {self._count(kind)})")
-            self._add(kind, rec)
+                                 f"(expected {n_folded + len(pending[kind])})")
+            pending[kind].append(rec)
+        self._offsets, self._hashes = offsets, hashes
+        self._pending = {kind: [] for kind in _KINDS}
+        self._index: dict[str, dict[str, int]] = {kind: {} for kind in _KINDS}
+        for kind in _KINDS:
+            for i, h in enumerate(hashes[kind]):
+                self._index[kind].setdefault(h, i)
+            for rec in pending[kind]:
+                self._add(kind, rec)
         return size
 
     def _fold(self) -> None:
