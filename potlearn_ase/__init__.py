@@ -4,4 +4,18 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from potlearn_ase.calculators import CommitteeCalculator, load
+from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+from potlearn_ase.models import LinearCommittee, LinearFitConfig, fit_calibration, fit_linear
+
+__all__ = [
+    "ACEConfig",
+    "ACEDescriptor",
+    "CommitteeCalculator",
+    "LinearCommittee",
+    "LinearFitConfig",
+    "__version__",
+    "fit_calibration",
+    "fit_linear",
+    "load",
+]

@@ -1,0 +1,179 @@
+"""The ASE calculator of a committee potential.
+
+ASE's names hold the committee mean: ``energy``, ``free_energy``, ``energies``, ``forces`` and
+``stress``. The spread, scaled by the calibration factor ``alpha``, sits beside them:
+
+================== =============== ==================================================
+key                shape           meaning
+================== =============== ==================================================
+energy_std         float           alpha * std of the members' energies (eV)
+forces_std         (N, 3)          alpha * std of each force component (eV/A)
+max_force_std      float           max over atoms of the norm of a forces_std row (eV/A)
+stress_std         (6,)            alpha * std of each stress component (eV/A^3)
+energy_committee   (M,)            every member's energy (eV)
+forces_committee   (M, N, 3)       every member's forces (eV/A)
+stress_committee   (M, 6)          every member's stress (eV/A^3)
+calibration        float           the factor alpha applied to every *_std
+================== =============== ==================================================
+
+Standard deviations use ``ddof=0``, so a one-member committee reports zeros.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from potlearn_ase.models.base import CommitteeModel
+from potlearn_ase.models.serialize import load_model, model_from_state, model_state, save_model
+
+__all__ = ["CommitteeCalculator", "load"]
+
+class CommitteeCalculator(Calculator):
+    """ASE calculator of a committee potential with calibrated uncertainty.
+
+    Parameters
+    ----------
+    model : CommitteeModel or dict
+        A fitted committee, or the ``"model"`` entry of :meth:`todict`.
+    calibration : float
+        Factor ``alpha`` applied to every ``*_std`` result.
+    metrics : dict, optional
+        Training/validation metrics kept with the model when saved.
+
+    Examples
+    --------
+    >>> atoms.calc = potlearn_ase.load("model.pt")          # doctest: +SKIP
+    >>> atoms.get_forces(); atoms.calc.results["forces_std"]  # doctest: +SKIP
+    """
+
+    implemented_properties = [
+        "energy",
+        "free_energy",
+        "energies",
+        "forces",
+        "stress",
+        "energy_std",
+        "forces_std",
+        "max_force_std",
+        "stress_std",
+        "energy_committee",
+        "forces_committee",
+        "stress_committee",
+    ]
+    discard_results_on_any_change = True
+
+    def __init__(
+        self,
+        *,
+        model: CommitteeModel | dict[str, Any],
+        calibration: float = 1.0,
+        metrics: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(model, dict):
+            tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in model["tensors"].items()}
+            model = model_from_state(model["header"], tensors, where="CommitteeCalculator(model=...)")
+        self.model = model
+        self.calibration = float(calibration)
+        self.metrics = dict(metrics or {})
+
+    # ----------------------------------------------------------------- ASE protocol
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: list[str] | tuple[str, ...] = ("energy",),
+        system_changes: list[str] = all_changes,
+    ) -> None:
+        super().calculate(atoms, properties, system_changes)
+        assert self.atoms is not None
+        # forces and stress come almost free with the energy (one shared descriptor pass), and
+        # dynamics ask for them next, so every property is computed at once and cached
+        periodic = bool(self.atoms.pbc.all())
+        pred = self.model.predict(self.atoms, forces=True, stress=periodic)
+        self.results = committee_results(pred, self.calibration)
+
+    def todict(self) -> dict[str, Any]:
+        header, tensors = model_state(self.model, calibration=self.calibration, metrics=self.metrics)
+        return {
+            "model": {"header": header, "tensors": {k: v.tolist() for k, v in tensors.items()}},
+            "calibration": self.calibration,
+            "metrics": self.metrics,
+        }
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model, calibration and metrics to ``path`` (see :func:`load`)."""
+        return save_model(self.model, path, calibration=self.calibration, metrics=self.metrics)
+
+    @property
+    def n_members(self) -> int:
+        return self.model.n_members
+
+    def set_model(self, model: CommitteeModel, *, calibration: float | None = None) -> None:
+        """Swap in a retrained model without touching the dynamics using this calculator."""
+        self.model = model
+        if calibration is not None:
+            self.calibration = float(calibration)
+        self.reset()
+
+
+def committee_results(pred: dict[str, np.ndarray], calibration: float) -> dict[str, Any]:
+    """ASE results (mean and calibrated spread) from per-member predictions."""
+    alpha = float(calibration)
+    E = pred["energy"]
+    res: dict[str, Any] = {
+        "energy": float(E.mean()),
+        "free_energy": float(E.mean()),
+        "energy_std": alpha * float(E.std()),
+        "energy_committee": E.copy(),
+        "energies": pred["energies"].mean(0),
+        "calibration": alpha,
+    }
+    if "forces" in pred:
+        F = pred["forces"]
+        fstd = alpha * F.std(0)
+        res["forces"] = F.mean(0)
+        res["forces_std"] = fstd
+        res["max_force_std"] = float(np.linalg.norm(fstd, axis=1).max()) if len(fstd) else 0.0
+        res["forces_committee"] = F.copy()
+    if "stress" in pred:
+        S = pred["stress"]
+        res["stress"] = S.mean(0)
+        res["stress_std"] = alpha * S.std(0)
+        res["stress_committee"] = S.copy()
+    return res
+
+
+def load(
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
+) -> CommitteeCalculator:
+    """Load a saved potential as a :class:`CommitteeCalculator`.
+
+    Parameters
+    ----------
+    path : path-like
+        A file written by :meth:`CommitteeCalculator.save`.
+    device : str or torch.device
+        ``"cpu"``, ``"cuda"`` or ``"auto"`` (cuda when present).
+    dtype : torch dtype or name, optional
+        Run the model in another precision (``"float32"`` is faster for large MD).
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    model, header = load_model(path, device=device, dtype=dtype)
+    return CommitteeCalculator(
+        model=model, calibration=header.get("calibration", 1.0), metrics=header.get("metrics")
+    )

@@ -1,0 +1,150 @@
+"""Neighbour lists (vesin) in a padded per-atom layout.
+
+Every descriptor of this package works on the same layout: for each centre atom ``i`` a row of
+``max_neighbours`` slots holding neighbour indices ``j`` and the periodic shift of each pair, with
+a mask for the unused slots. Batched matrix products over that layout are what keep the
+descriptor and its derivatives fast on the CPU, and it moves to the GPU unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from ase import Atoms
+from vesin import NeighborList
+
+from potlearn_ase.data.validate import check_structure
+
+__all__ = ["PaddedNeighbours", "neighbour_pairs", "padded_neighbours"]
+
+
+def neighbour_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Full neighbour list of one structure.
+
+    Returns
+    -------
+    i, j : np.ndarray
+        int64 centre and neighbour indices of every pair with ``|r_ij| < cutoff``.
+    shifts : np.ndarray
+        ``(n_pairs, 3)`` int64 cell shifts: ``r_ij = x_j - x_i + shifts @ cell``.
+    """
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    positions = np.asarray(atoms.positions, dtype=np.float64)
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    if not pbc.all():
+        # vesin needs a box even along open directions; give those a length no pair can span.
+        cell = cell.copy()
+        span = np.ptp(positions, axis=0) if len(positions) else np.zeros(3)
+        big = float(span.max() + 2.0 * cutoff + 1.0)
+        for k in range(3):
+            if not pbc[k]:
+                cell[k] = 0.0
+                cell[k, k] = big
+        if not pbc.any():
+            positions = positions - positions.min(axis=0)
+    nl = NeighborList(cutoff=float(cutoff), full_list=True)
+    i, j, S = nl.compute(points=positions, box=cell, periodic=pbc, quantities="ijS")
+    return i.astype(np.int64), j.astype(np.int64), S.astype(np.int64)
+
+
+@dataclass
+class PaddedNeighbours:
+    """Neighbours of a batch of structures in a padded per-atom layout.
+
+    Attributes
+    ----------
+    positions : torch.Tensor
+        ``(n_atoms, 3)`` positions of all atoms of the batch.
+    cells : torch.Tensor
+        ``(n_structures, 3, 3)``.
+    batch : torch.Tensor
+        ``(n_atoms,)`` structure index of each atom.
+    neighbour : torch.Tensor
+        ``(n_atoms, max_nb)`` int64 global index of each neighbour (0 in empty slots).
+    shift : torch.Tensor
+        ``(n_atoms, max_nb, 3)`` cell shifts (float, 0 in empty slots).
+    mask : torch.Tensor
+        ``(n_atoms, max_nb)`` bool, True for real pairs.
+    """
+
+    positions: torch.Tensor
+    cells: torch.Tensor
+    batch: torch.Tensor
+    neighbour: torch.Tensor
+    shift: torch.Tensor
+    mask: torch.Tensor
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def max_nb(self) -> int:
+        return int(self.neighbour.shape[1])
+
+    def vectors(
+        self, positions: torch.Tensor | None = None, cells: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``r_ij = x_j - x_i + shift @ cell`` as ``(n_atoms, max_nb, 3)``.
+
+        Pass positions and cells that require grad to differentiate through them.
+        """
+        x = self.positions if positions is None else positions
+        c = self.cells if cells is None else cells
+        cell_per_atom = c[self.batch]  # (n, 3, 3)
+        offset = torch.einsum("ikc,icd->ikd", self.shift, cell_per_atom)
+        return x[self.neighbour] - x[:, None, :] + offset
+
+
+def padded_neighbours(
+    frames: Sequence[Atoms],
+    cutoff: float,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> PaddedNeighbours:
+    """Build the padded neighbour layout of one or more structures.
+
+    Every structure is checked first: non-finite positions or a singular periodic cell raise
+    :class:`~potlearn_ase.errors.InvalidStructureError`.
+    """
+    all_i, all_j, all_S, positions, cells, batch = [], [], [], [], [], []
+    offset = 0
+    for b, atoms in enumerate(frames):
+        check_structure(atoms, where=f"structure {b}")
+        i, j, S = neighbour_pairs(atoms, cutoff)
+        all_i.append(i + offset)
+        all_j.append(j + offset)
+        all_S.append(S)
+        positions.append(np.asarray(atoms.positions, dtype=np.float64))
+        cells.append(np.asarray(atoms.cell.array, dtype=np.float64))
+        batch.append(np.full(len(atoms), b, dtype=np.int64))
+        offset += len(atoms)
+    n = offset
+    i = np.concatenate(all_i) if all_i else np.zeros(0, np.int64)
+    j = np.concatenate(all_j) if all_j else np.zeros(0, np.int64)
+    S = np.concatenate(all_S) if all_S else np.zeros((0, 3), np.int64)
+    order = np.argsort(i, kind="stable")
+    i, j, S = i[order], j[order], S[order]
+    counts = np.bincount(i, minlength=n)
+    max_nb = max(int(counts.max()) if n else 0, 1)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if n else np.zeros(0, np.int64)
+    slot = np.arange(len(i)) - starts[i]
+    neighbour = np.zeros((n, max_nb), dtype=np.int64)
+    shift = np.zeros((n, max_nb, 3), dtype=np.float64)
+    mask = np.zeros((n, max_nb), dtype=bool)
+    neighbour[i, slot] = j
+    shift[i, slot] = S
+    mask[i, slot] = True
+    dev = torch.device(device)
+    return PaddedNeighbours(
+        positions=torch.as_tensor(np.concatenate(positions), dtype=dtype, device=dev),
+        cells=torch.as_tensor(np.stack(cells), dtype=dtype, device=dev),
+        batch=torch.as_tensor(np.concatenate(batch), device=dev),
+        neighbour=torch.as_tensor(neighbour, device=dev),
+        shift=torch.as_tensor(shift, dtype=dtype, device=dev),
+        mask=torch.as_tensor(mask, device=dev),
+    )

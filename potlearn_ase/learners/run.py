@@ -1,0 +1,420 @@
+"""An on-the-fly learning run from a configuration: what ``potlearn otf`` executes.
+
+A run directory holds everything needed to continue after a kill::
+
+    config.yaml     the configuration, as given
+    labels.h5       every reference label (durable on return of each call)
+    model.pt        the latest committee (rebuilt from labels.h5 on resume)
+    state.json      learner and MD state: step, positions, momenta, thermostat RNG, trigger
+    md.traj         the accepted MD frames
+    validation.xyz  independent reference frames for the final evaluation (made once)
+    summary.json    the final report; *.png its plots
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from ase import Atoms, units
+
+from potlearn_ase.calculators.committee import CommitteeCalculator
+from potlearn_ase.config import from_mapping, read_config_file, to_mapping
+from potlearn_ase.data.store import LabelStore
+from potlearn_ase.descriptors.ace import ACEConfig, ACEDescriptor
+from potlearn_ase.errors import ConfigError
+from potlearn_ase.learners.otf import OnTheFlyLearner, OTFSettings, checkpoint_atoms
+from potlearn_ase.learners.reference import Reference
+from potlearn_ase.learners.triggers import trigger_from_config
+from potlearn_ase.models.linear import LinearFitConfig, fit_linear
+
+__all__ = ["OTFRunConfig", "build_structure", "run_otf"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StructureSpec:
+    """The starting structure: a file (``file``, ``index``) or ``ase.build.bulk`` arguments."""
+
+    file: str | None = None
+    index: int = 0
+    bulk: str | None = None
+    crystalstructure: str | None = None
+    a: float | None = None
+    cubic: bool = False
+    repeat: tuple[int, int, int] = (1, 1, 1)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Descriptor and committee settings."""
+
+    kind: Literal["linear", "neural"] = "linear"
+    cutoff: float = 5.0
+    n_radial: int = 8
+    l_max: int = 2
+    body_order: int = 3
+    n_members: int = 8
+    energy_weight: float = 30.0
+    force_weight: float = 1.0
+    stress_weight: float = 1.0
+    hidden: tuple[int, ...] = (32, 32)
+    epochs: int = 200
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class MDSpec:
+    """Dynamics: ensemble, time step (fs), steps and temperature (K, or [start, end] ramp)."""
+
+    ensemble: Literal["langevin", "nve", "npt-berendsen"] = "langevin"
+    timestep_fs: float = 2.0
+    steps: int = 1000
+    temperature_K: float | tuple[float, float] = 300.0
+    friction: float = 0.02
+    pressure_bar: float = 1.0
+    seed: int = 0
+    trajectory_interval: int = 10
+
+
+@dataclass(frozen=True)
+class InitialSpec:
+    """Starting data: the first structure, rattled by ``rattle`` A, labelled ``n_labels`` times."""
+
+    n_labels: int = 1
+    rattle: float = 0.05
+
+
+@dataclass(frozen=True)
+class ValidationSpec:
+    """Independent reference MD for the final evaluation (calls not counted as learning)."""
+
+    temperatures_K: tuple[float, ...] = (300.0, 700.0, 1200.0)
+    frames: int = 10
+    every: int = 20
+    seed: int = 1000
+
+
+@dataclass(frozen=True)
+class OTFRunConfig:
+    """The whole configuration of ``potlearn otf`` (see docs/otf.md for every key)."""
+
+    structure: StructureSpec = field(default_factory=StructureSpec)
+    reference: str | dict[str, Any] = "emt"
+    model: ModelSpec = field(default_factory=ModelSpec)
+    md: MDSpec = field(default_factory=MDSpec)
+    trigger: dict[str, Any] = field(
+        default_factory=lambda: {"kind": "adaptive", "factor": 1.2, "min_gap": 5}
+    )
+    initial: InitialSpec = field(default_factory=InitialSpec)
+    validation: ValidationSpec | None = field(default_factory=ValidationSpec)
+    run_dir: str = "otf-run"
+    progress: bool = True
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> OTFRunConfig:
+        return from_mapping(cls, read_config_file(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OTFRunConfig:
+        return from_mapping(cls, data)
+
+
+def build_structure(spec: StructureSpec) -> Atoms:
+    """The starting structure of a run."""
+    if spec.file is not None:
+        from potlearn_ase.data.io import read
+
+        frames = read(spec.file, index=f"{spec.index}")
+        atoms = frames[0].copy()
+    elif spec.bulk is not None:
+        from ase.build import bulk
+
+        kwargs: dict[str, Any] = {"cubic": spec.cubic}
+        if spec.crystalstructure:
+            kwargs["crystalstructure"] = spec.crystalstructure
+        if spec.a is not None:
+            kwargs["a"] = spec.a
+        try:
+            atoms = bulk(spec.bulk, **kwargs)
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(f"structure: ase.build.bulk({spec.bulk!r}) failed: {exc}") from None
+    else:
+        raise ConfigError("structure: give either 'file' or 'bulk'")
+    atoms = atoms.repeat(spec.repeat)
+    atoms.calc = None
+    return atoms
+
+
+def _temperature(md: MDSpec, step: int) -> float:
+    T = md.temperature_K
+    if isinstance(T, (int, float)):
+        return float(T)
+    t0, t1 = T
+    x = min(max(step / max(md.steps, 1), 0.0), 1.0)
+    return float(t0 + (t1 - t0) * x)
+
+
+def _make_dynamics(atoms: Atoms, md: MDSpec, rng: np.random.Generator):
+    dt = md.timestep_fs * units.fs
+    T0 = _temperature(md, 0)
+    if md.ensemble == "langevin":
+        from ase.md.langevin import Langevin
+
+        return Langevin(atoms, dt, temperature_K=T0, friction=md.friction, rng=rng, fixcm=False)
+    if md.ensemble == "nve":
+        from ase.md.verlet import VelocityVerlet
+
+        return VelocityVerlet(atoms, dt)
+    from ase.md.nptberendsen import NPTBerendsen
+
+    return NPTBerendsen(
+        atoms,
+        dt,
+        temperature_K=T0,
+        pressure_au=md.pressure_bar * units.bar,
+        compressibility_au=4.57e-5 / units.bar,
+    )
+
+
+def _fit(cfg: OTFRunConfig, frames: list[Atoms], elements: list[str], seed: int):
+    m = cfg.model
+    desc = ACEDescriptor(
+        elements,
+        ACEConfig(cutoff=m.cutoff, n_radial=m.n_radial, l_max=m.l_max, body_order=m.body_order),
+    )
+    if m.kind == "linear":
+        fit_cfg = LinearFitConfig(
+            energy_weight=m.energy_weight,
+            force_weight=m.force_weight,
+            stress_weight=m.stress_weight,
+            n_members=m.n_members,
+        )
+        return fit_linear(desc, frames, fit_cfg, rng=seed)
+    from potlearn_ase.training.trainer import NeuralTrainConfig, train_neural
+
+    model, _ = train_neural(
+        desc,
+        frames,
+        None,
+        NeuralTrainConfig(
+            n_members=m.n_members, hidden=m.hidden, epochs=m.epochs, seed=seed, device=m.device
+        ),
+    )
+    return model
+
+
+def _validation_frames(cfg: OTFRunConfig, start: Atoms, reference: Reference, run_dir: Path) -> list[Atoms]:
+    """Independent reference MD frames, made once and kept in the run directory."""
+    from potlearn_ase.data.generate import reference_md_frames
+    from potlearn_ase.data.io import read, write
+
+    path = run_dir / "validation.xyz"
+    if path.exists():
+        return list(read(path))
+    v = cfg.validation
+    assert v is not None
+    frames: list[Atoms] = []
+    calc = reference.make_calculator()
+    for k, T in enumerate(v.temperatures_K):
+        new = reference_md_frames(
+            T, v.frames, every=v.every, atoms=start, calc=calc, rng=v.seed + k,
+            timestep_fs=cfg.md.timestep_fs,
+        )
+        for a in new:
+            a.info["temperature_K"] = float(T)
+        frames += new
+    write(path, frames)
+    return frames
+
+
+def run_otf(
+    config: OTFRunConfig | dict[str, Any] | str | Path,
+    *,
+    resume: bool = False,
+    run_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Run (or continue) on-the-fly learning; returns the summary also written to JSON.
+
+    Parameters
+    ----------
+    config : OTFRunConfig, mapping or path
+        The configuration; with ``resume`` it is read from the run directory.
+    resume : bool
+        Continue the run in ``run_dir`` from its last checkpoint; stored labels are reused and
+        no reference call is repeated for a stored structure.
+    run_dir : path, optional
+        Overrides ``config.run_dir``.
+    """
+    t_start = time.perf_counter()
+    if resume:
+        rd = Path(run_dir if run_dir is not None else config)  # type: ignore[arg-type]
+        if not (rd / "config.yaml").exists():
+            raise FileNotFoundError(f"no run to resume in {rd} (config.yaml missing)")
+        cfg = OTFRunConfig.from_file(rd / "config.yaml")
+    else:
+        if isinstance(config, OTFRunConfig):
+            cfg = config
+        elif isinstance(config, dict):
+            cfg = OTFRunConfig.from_dict(config)
+        else:
+            cfg = OTFRunConfig.from_file(config)
+        rd = Path(run_dir if run_dir is not None else cfg.run_dir)
+        if (rd / "state.json").exists():
+            raise ConfigError(f"run_dir {rd} holds a run already; use --resume or another run_dir")
+        rd.mkdir(parents=True, exist_ok=True)
+        (rd / "config.yaml").write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False))
+    reference = Reference.from_spec(cfg.reference)
+    trigger = trigger_from_config(cfg.trigger)
+    start = build_structure(cfg.structure)
+    elements = sorted(set(start.get_chemical_symbols()))
+    store = LabelStore(rd / "labels.h5", mode="a")
+    try:
+        return _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start)
+    finally:
+        store.close()
+
+
+def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -> dict[str, Any]:
+    md = cfg.md
+    rng = np.random.default_rng(md.seed)
+    if len(store) == 0:
+        # the starting data: the first structure, rattled, labelled by the reference
+        for k in range(cfg.initial.n_labels):
+            a = start.copy()
+            if cfg.initial.rattle > 0:
+                a.rattle(cfg.initial.rattle, seed=int(rng.integers(2**31)))
+            res = reference.label(a)
+            if not res.ok:
+                raise RuntimeError(f"the reference failed on the starting structure: {res.error}")
+            store.append(
+                res.atoms,
+                provenance={
+                    "reference": reference.name,
+                    "reference_params": reference.params,
+                    "engine": "initial",
+                    "md_step": 0,
+                    "uncertainty": {},
+                    "wall_time": res.wall_time,
+                    "timestamp": time.time(),
+                },
+            )
+    model = _fit(cfg, store.frames(), elements, md.seed)
+    calc = CommitteeCalculator(model=model, calibration=1.0)
+    learner = OnTheFlyLearner(
+        calc, reference, store, trigger, run_dir=rd, settings=OTFSettings(seed=md.seed), engine="ase"
+    )
+    atoms = start.copy()
+    if resume and (rd / "state.json").exists():
+        state = learner.load_checkpoint()
+        calc.calibration = float(state.get("calibration", 1.0))
+        atoms = checkpoint_atoms(state)
+        if "md_rng" in state:
+            rng.bit_generator.state = state["md_rng"]
+    else:
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+        MaxwellBoltzmannDistribution(atoms, temperature_K=_temperature(md, 0), rng=rng)
+    dyn = _make_dynamics(atoms, md, rng)
+    dyn.nsteps = learner.state.md_step
+    learner.checkpoint_extra = lambda: {"md_rng": rng.bit_generator.state}
+    learner.attach(dyn, trajectory=rd / "md.traj", interval=md.trajectory_interval)
+
+    def thermostat() -> None:
+        if hasattr(dyn, "set_temperature"):
+            dyn.set_temperature(temperature_K=_temperature(md, dyn.nsteps))
+
+    dyn.attach(thermostat, interval=1)
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=md.steps, initial=learner.state.md_step, desc="otf", unit="step")
+
+        def progress() -> None:
+            h = learner.history[-1] if learner.history else {}
+            bar.n = dyn.nsteps
+            bar.set_postfix(
+                T=f"{atoms.get_temperature():.0f}K",
+                sigmaF=f"{h.get('max_force_std', 0):.3f}",
+                thr=f"{h.get('threshold', 0):.3f}",
+                labels=len(store),
+                refine=learner.n_reference_calls,
+                refresh=False,
+            )
+            bar.update(0)
+
+        dyn.attach(progress, interval=10)
+    remaining = md.steps - learner.state.md_step
+    if remaining > 0:
+        dyn.run(remaining)
+    if bar is not None:
+        bar.n = md.steps
+        bar.close()
+    learner.checkpoint(atoms, extra={"finished": True})
+    md_seconds = time.perf_counter() - t_start
+    summary: dict[str, Any] = {
+        "steps": md.steps,
+        "labels": len(store),
+        "reference_failures": store.n_failures,
+        "rejected_steps": learner.state.n_rejects,
+        "calibration": calc.calibration,
+        "wall_time_s": md_seconds,
+        "reference_time_s": learner.state.reference_seconds,
+        "label_steps": learner.state.label_steps,
+    }
+    summary["reference_calls"] = _count_reference_calls(store)
+    summary["initial_reference_calls"] = cfg.initial.n_labels
+    if cfg.validation is not None:
+        summary.update(_evaluate(cfg, rd, learner, reference, start))
+    from potlearn_ase.learners.report import write_plots
+
+    summary["plots"] = write_plots(rd, learner.history, learner.state.label_steps, summary)
+    learner.checkpoint(atoms, extra={"finished": True})
+    import json
+
+    (rd / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def _count_reference_calls(store: LabelStore) -> int:
+    """Reference calls made by the run: every stored label and every recorded failure."""
+    return len(store) + store.n_failures
+
+
+def _evaluate(cfg, rd, learner, reference, start) -> dict[str, Any]:
+    frames = _validation_frames(cfg, start, reference, rd)
+    err_by_T: dict[str, list[np.ndarray]] = {}
+    f_true, f_pred, inside = [], [], []
+    for a in frames:
+        p = learner.committee
+        b = a.copy()
+        b.calc = p
+        F = b.get_forces()
+        Fr = a.calc.results["forces"] if a.calc is not None else a.get_forces()
+        std = b.calc.results["forces_std"]
+        f_true.append(Fr.ravel())
+        f_pred.append(F.ravel())
+        inside.append((np.abs(F - Fr) <= std).ravel())
+        key = f"{a.info.get('temperature_K', 0):.0f}"
+        err_by_T.setdefault(key, []).append((F - Fr).ravel())
+    ft, fp = np.concatenate(f_true), np.concatenate(f_pred)
+    out = {
+        "validation_frames": len(frames),
+        "force_rmse": float(np.sqrt(np.mean((fp - ft) ** 2))),
+        "force_mae": float(np.mean(np.abs(fp - ft))),
+        "force_rmse_by_temperature": {
+            k: float(np.sqrt(np.mean(np.concatenate(v) ** 2))) for k, v in err_by_T.items()
+        },
+        "sigma_coverage_1": float(np.mean(np.concatenate(inside))),
+    }
+    from potlearn_ase.analysis.plots import parity_plot
+
+    out["parity_png"] = str(parity_plot(ft, fp, rd / "parity_forces.png", label="force (eV/A)"))
+    return out

@@ -1,0 +1,19 @@
+"""Committee models: linear Bayesian and neural."""
+
+from potlearn_ase.models.base import CommitteeModel, CommitteePrediction
+from potlearn_ase.models.calibration import fit_calibration, force_errors_and_spread
+from potlearn_ase.models.linear import LinearCommittee, LinearFitConfig, design_rows, fit_linear
+from potlearn_ase.models.serialize import load_model, save_model
+
+__all__ = [
+    "CommitteeModel",
+    "CommitteePrediction",
+    "LinearCommittee",
+    "LinearFitConfig",
+    "design_rows",
+    "fit_calibration",
+    "fit_linear",
+    "force_errors_and_spread",
+    "load_model",
+    "save_model",
+]

@@ -1,0 +1,213 @@
+"""Weighted Bayesian linear least squares from normal equations accumulated batch by batch.
+
+Rows of the design matrix never need to be held all at once: each structure adds its
+energy, force and stress rows to ``A^T W A``, ``A^T W y`` and ``y^T W y``. That keeps 100 000
+structures in memory and makes adding one label to a fitted model a rank-k update.
+
+The posterior of the weights is Gaussian, ``N(mean, sigma^2 (A^T W A + lambda D)^-1)``, where the
+features are first scaled to unit weighted root-mean-square (``D`` holds those scales, so
+``lambda`` is dimensionless). ``sigma^2`` is the noise variance by maximum likelihood corrected
+for the effective number of fitted parameters; with ``lam="evidence"`` the prior precision is
+chosen by maximising the marginal likelihood (MacKay's updates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["NormalEquations", "Posterior", "solve_posterior"]
+
+
+@dataclass
+class NormalEquations:
+    """Accumulated ``A^T W A``, ``A^T W y``, ``y^T W y`` and the number of rows.
+
+    Parameters
+    ----------
+    n_params : int
+        Number of columns of the design matrix.
+    """
+
+    n_params: int
+    AtA: np.ndarray = field(init=False)
+    Aty: np.ndarray = field(init=False)
+    yty: float = 0.0
+    n_rows: int = 0
+
+    def __post_init__(self) -> None:
+        self.AtA = np.zeros((self.n_params, self.n_params))
+        self.Aty = np.zeros(self.n_params)
+
+    def add(self, A: np.ndarray, y: np.ndarray, w: np.ndarray | float = 1.0) -> None:
+        """Add rows ``A (r, n_params)`` with targets ``y (r,)`` and weights ``w`` (per row)."""
+        A = np.asarray(A, dtype=np.float64).reshape(-1, self.n_params)
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        w = np.broadcast_to(np.asarray(w, dtype=np.float64), y.shape)
+        Aw = A * w[:, None]
+        self.AtA += A.T @ Aw
+        self.Aty += Aw.T @ y
+        self.yty += float(y @ (w * y))
+        self.n_rows += int(y.shape[0])
+
+    def merge(self, other: NormalEquations) -> None:
+        """Add another accumulator (e.g. from another MPI rank)."""
+        self.AtA += other.AtA
+        self.Aty += other.Aty
+        self.yty += other.yty
+        self.n_rows += other.n_rows
+
+    def copy(self) -> NormalEquations:
+        new = NormalEquations(self.n_params)
+        new.AtA = self.AtA.copy()
+        new.Aty = self.Aty.copy()
+        new.yty = self.yty
+        new.n_rows = self.n_rows
+        return new
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {
+            "AtA": self.AtA,
+            "Aty": self.Aty,
+            "yty": np.array(self.yty),
+            "n_rows": np.array(self.n_rows),
+        }
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, np.ndarray]) -> NormalEquations:
+        new = cls(int(np.asarray(d["Aty"]).shape[0]))
+        new.AtA = np.array(d["AtA"], dtype=np.float64)
+        new.Aty = np.array(d["Aty"], dtype=np.float64)
+        new.yty = float(np.asarray(d["yty"]))
+        new.n_rows = int(np.asarray(d["n_rows"]))
+        return new
+
+
+@dataclass
+class Posterior:
+    """Gaussian posterior of linear weights.
+
+    Attributes
+    ----------
+    mean : np.ndarray
+        ``(n_params,)`` posterior mean (the ridge solution).
+    cov : np.ndarray
+        ``(n_params, n_params)`` posterior covariance ``sigma^2 (A^T W A + lambda D)^-1``.
+    sigma2 : float
+        Noise variance in the units of the weighted rows.
+    lam : float
+        Ridge parameter used (dimensionless, relative to scaled features).
+    n_eff : float
+        Effective number of parameters determined by the data.
+    """
+
+    mean: np.ndarray
+    cov: np.ndarray
+    sigma2: float
+    lam: float
+    n_eff: float
+
+    def sample(self, n: int, *, rng: np.random.Generator, antithetic: bool = True) -> np.ndarray:
+        """``(n, n_params)`` draws; with ``antithetic`` the draws come in pairs ``mean +- d``
+        (and the mean itself when ``n`` is odd), so their average is the posterior mean
+        exactly and one draw is the mean."""
+        if n == 1:
+            return self.mean[None].copy()
+        L = _safe_cholesky(self.cov)
+        if not antithetic:
+            z = rng.standard_normal((n, self.mean.size))
+            return self.mean + z @ L.T
+        half = n // 2
+        z = rng.standard_normal((half, self.mean.size))
+        d = z @ L.T
+        draws = [self.mean + d, self.mean - d]
+        if n % 2:
+            draws.append(self.mean[None])
+        return np.concatenate(draws, axis=0)
+
+
+def _safe_cholesky(C: np.ndarray) -> np.ndarray:
+    C = 0.5 * (C + C.T)
+    jitter = 0.0
+    scale = float(np.mean(np.diag(C))) or 1.0
+    for _ in range(8):
+        try:
+            return np.linalg.cholesky(C + jitter * np.eye(len(C)))
+        except np.linalg.LinAlgError:
+            jitter = max(jitter * 10.0, 1e-12 * scale)
+    w, V = np.linalg.eigh(C)
+    return V * np.sqrt(np.clip(w, 0.0, None))
+
+
+def solve_posterior(
+    ne: NormalEquations,
+    *,
+    lam: float | str = "evidence",
+    sigma_floor: float = 1e-4,
+    unregularised: np.ndarray | None = None,
+    max_iter: int = 50,
+) -> Posterior:
+    """Posterior of the weights from accumulated normal equations.
+
+    Parameters
+    ----------
+    ne : NormalEquations
+        The accumulated system.
+    lam : float or "evidence"
+        Ridge parameter relative to the scaled features, or ``"evidence"`` to maximise the
+        marginal likelihood over it.
+    sigma_floor : float
+        Smallest noise standard deviation (in the weighted row units), so that a model that
+        interpolates a handful of labels does not claim zero uncertainty.
+    unregularised : np.ndarray, optional
+        Boolean mask of parameters with (almost) no prior penalty (e.g. per-element constants).
+    """
+    n = ne.n_params
+    diag = np.diag(ne.AtA).copy()
+    ref = float(np.mean(diag[diag > 0])) if np.any(diag > 0) else 1.0
+    scale = np.sqrt(np.maximum(diag, 1e-12 * ref))
+    H = ne.AtA / np.outer(scale, scale)
+    b = ne.Aty / scale
+    prior = np.ones(n)
+    if unregularised is not None:
+        prior[np.asarray(unregularised, dtype=bool)] = 1e-6
+    evals, evecs = np.linalg.eigh(0.5 * (H + H.T))
+    evals = np.clip(evals, 0.0, None)
+    n_rows = max(ne.n_rows, 1)
+
+    def solve(alpha: float) -> tuple[np.ndarray, float, float]:
+        # (H + alpha * diag(prior)) x = b, with prior ~ identity: use the eigenbasis when the
+        # prior is uniform, a direct solve otherwise
+        if unregularised is None:
+            x = evecs @ ((evecs.T @ b) / (evals + alpha))
+            gamma = float(np.sum(evals / (evals + alpha)))
+        else:
+            Hr = H + alpha * np.diag(prior)
+            x = np.linalg.solve(Hr, b)
+            gamma = float(np.trace(np.linalg.solve(Hr, H)))
+        rss = ne.yty - 2.0 * float(x @ b) + float(x @ H @ x)
+        return x, gamma, max(rss, 0.0)
+
+    if lam == "evidence":
+        alpha = 1e-3
+        for _ in range(max_iter):
+            x, gamma, rss = solve(alpha)
+            beta = max(n_rows - gamma, 1.0) / max(rss, sigma_floor**2 * n_rows)
+            new_alpha = gamma / max(float(x @ (prior * x)), 1e-30) / beta
+            new_alpha = float(np.clip(new_alpha, 1e-10, 1e6))
+            if abs(np.log(new_alpha / alpha)) < 1e-3:
+                alpha = new_alpha
+                break
+            alpha = new_alpha
+    elif isinstance(lam, (int, float)):
+        alpha = float(lam)
+    else:
+        raise ValueError(f"lam must be a number or 'evidence', got {lam!r}")
+    x, gamma, rss = solve(alpha)
+    sigma2 = max(rss / max(n_rows - gamma, 1.0), sigma_floor**2)
+    Hr = H + alpha * np.diag(prior)
+    cov_scaled = sigma2 * np.linalg.inv(Hr)
+    mean = x / scale
+    cov = cov_scaled / np.outer(scale, scale)
+    return Posterior(mean=mean, cov=0.5 * (cov + cov.T), sigma2=sigma2, lam=alpha, n_eff=gamma)
