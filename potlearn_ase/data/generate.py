@@ -9,9 +9,18 @@ from ase.calculators.calculator import Calculator
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
-__all__ = ["label", "reference_md_frames"]
+__all__ = ["label", "reference_md_frames", "thermalize"]
+
+
+def thermalize(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
+    """Maxwell-Boltzmann momenta at ``temperature_K`` (ASE's current API where present)."""
+    from ase.md import velocitydistribution as vd
+
+    if hasattr(vd, "thermalize_momenta"):
+        vd.thermalize_momenta(atoms, temperature_K, rng=rng)
+    else:  # ASE < 3.29
+        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
 
 
 def label(atoms: Atoms, calc: Calculator, *, stress: bool | None = None) -> Atoms:
@@ -44,7 +53,7 @@ def reference_md_frames(
     rng = np.random.default_rng(rng)
     atoms = (atoms if atoms is not None else bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)).copy()
     atoms.calc = calc if calc is not None else EMT()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    thermalize(atoms, temperature_K, rng)
     dyn = Langevin(
         atoms,
         timestep_fs * units.fs,

@@ -421,6 +421,10 @@ class ACEOutput(DescriptorOutput):
         dx, de = self.batch_output.vjp(G)
         return dx, de[:, 0]
 
+    def linear_vjp(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dx, de = self.batch_output.linear_vjp(W)
+        return dx, de[:, 0]
+
     def linear_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         e, dx, de = self.batch_output.linear_terms()
         return e[0], dx, de[0]

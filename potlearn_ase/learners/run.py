@@ -318,9 +318,9 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
         if "md_rng" in state:
             rng.bit_generator.state = state["md_rng"]
     else:
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+        from potlearn_ase.data.generate import thermalize
 
-        MaxwellBoltzmannDistribution(atoms, temperature_K=_temperature(md, 0), rng=rng)
+        thermalize(atoms, _temperature(md, 0), rng)
     dyn = _make_dynamics(atoms, md, rng)
     dyn.nsteps = learner.state.md_step
     learner.checkpoint_extra = lambda: {"md_rng": rng.bit_generator.state}

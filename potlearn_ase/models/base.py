@@ -12,7 +12,29 @@ from ase import Atoms
 
 from potlearn_ase.descriptors.base import Descriptor, DescriptorOutput, strain_to_voigt_stress
 
-__all__ = ["CommitteeModel", "CommitteePrediction"]
+__all__ = ["CommitteeModel", "CommitteePrediction", "threads_for"]
+
+#: below this many atoms, one CPU thread is faster than several (thread start-up and
+#: contention dominate the small tensor operations)
+SMALL_SYSTEM_ATOMS = 256
+
+
+class threads_for:
+    """Context manager: one torch CPU thread for small structures, the default otherwise."""
+
+    def __init__(self, n_atoms: int, device: torch.device | str = "cpu"):
+        self.small = n_atoms < SMALL_SYSTEM_ATOMS and torch.device(device).type == "cpu"
+        self.saved = 0
+
+    def __enter__(self) -> None:
+        if self.small:
+            self.saved = torch.get_num_threads()
+            if self.saved != 1:
+                torch.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.small and self.saved != 1:
+            torch.set_num_threads(self.saved)
 
 
 class CommitteePrediction(dict):
@@ -98,7 +120,8 @@ class CommitteeModel(torch.nn.Module, abc.ABC):
         self, atoms: Atoms, *, forces: bool = True, stress: bool = True
     ) -> CommitteePrediction:
         """Every member's energy, per-atom energies, forces and stress for one structure."""
-        with torch.no_grad():
+        device = getattr(self.descriptor, "device", "cpu")
+        with torch.no_grad(), threads_for(len(atoms), device):
             out = self.descriptor.compute(atoms, derivatives=forces)
             res = self.predict_output(out, forces=forces, stress=stress)
         return CommitteePrediction({k: v.detach().cpu().numpy() for k, v in res.items()})
