@@ -20,8 +20,11 @@ def write_plots(
     if not history:
         return paths
     steps = np.arange(len(history))
-    sigma = np.array([h["max_force_std"] for h in history])
     thr = np.array([h["threshold"] for h in history])
+    # a log axis: keep the first steps (a model at its own training structure has ~0 spread)
+    # from stretching it over ten decades
+    floor = 1e-3 * float(max(thr.max(), 1e-12))
+    sigma = np.clip([h["max_force_std"] for h in history], floor, None)
     paths.append(
         str(
             timeseries_plot(

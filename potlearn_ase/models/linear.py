@@ -18,7 +18,7 @@ from ase import Atoms
 
 from potlearn_ase.data.validate import get_labels, require_labels
 from potlearn_ase.descriptors.base import Descriptor
-from potlearn_ase.models.base import CommitteeModel
+from potlearn_ase.models.base import CommitteeModel, threads_for
 from potlearn_ase.training.least_squares import NormalEquations, Posterior, solve_posterior
 
 __all__ = ["LinearFitConfig", "LinearCommittee", "fit_linear", "design_rows"]
@@ -72,7 +72,8 @@ def design_rows(
     for idx, atoms in enumerate(frames):
         where = f"training structure {idx}"
         require_labels(atoms, energy=True, forces=config.force_weight > 0, where=where)
-    outputs = _linear_terms(descriptor, frames)
+    with threads_for(sum(len(a) for a in frames), getattr(descriptor, "device", "cpu")):
+        outputs = _linear_terms(descriptor, frames)
     for atoms, (e_row, dEdx, dEde, species) in zip(frames, outputs):
         labels = get_labels(atoms)
         n = len(atoms)

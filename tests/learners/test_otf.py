@@ -1,0 +1,133 @@
+"""On-the-fly learning under ASE dynamics: labels, reference forces, rewinds, the full loop."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from ase import units
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.md.langevin import Langevin
+
+from potlearn_ase.calculators import CommitteeCalculator
+from potlearn_ase.cli import DEMO_CONFIG
+from potlearn_ase.data.generate import thermalize
+from potlearn_ase.data.store import LabelStore, structure_hash
+from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+from potlearn_ase.errors import ConfigError
+from potlearn_ase.learners.otf import OnTheFlyLearner
+from potlearn_ase.learners.reference import Reference
+from potlearn_ase.learners.run import run_otf
+from potlearn_ase.learners.triggers import Decision, FixedThreshold, TrustWindow
+from potlearn_ase.models import LinearFitConfig, fit_linear
+
+
+def _learner(tmp_path, cu_train, trigger, n_start=1):
+    desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=6, l_max=2))
+    model = fit_linear(desc, cu_train[:n_start], LinearFitConfig(n_members=8), rng=0)
+    calc = CommitteeCalculator(model=model)
+    store = LabelStore(tmp_path / "labels.h5")
+    for a in cu_train[:n_start]:
+        store.append(a, provenance={"reference": "emt", "engine": "initial"})
+    return OnTheFlyLearner(calc, Reference.from_spec("emt"), store, trigger, run_dir=tmp_path)
+
+
+def test_labelled_steps_use_reference_forces_and_update_the_model(tmp_path, cu_train):
+    learner = _learner(tmp_path, cu_train, FixedThreshold(1e-12))  # label every step
+    atoms = cu_train[20].copy()
+    atoms.rattle(0.02, seed=5)
+    rows_before = learner.model.normal_equations.n_rows
+    results, decision = learner.step(atoms)
+    assert decision is Decision.LABEL and results["labelled"]
+    ref = atoms.copy()
+    ref.calc = EMT()
+    np.testing.assert_allclose(results["forces"], ref.get_forces(), atol=1e-10)
+    assert learner.model.normal_equations.n_rows == rows_before + 1 + 3 * len(atoms) + 6
+    assert learner.store.contains(atoms)
+    prov = learner.store.provenance(len(learner.store) - 1)
+    assert prov["reference"] == "emt" and "max_force_std" in prov["uncertainty"]
+    # the same structure again: the stored label is reused, the reference is not called
+    calls = learner.n_reference_calls
+    learner.step(atoms)
+    assert learner.n_reference_calls == calls
+    learner.store.close()
+
+
+def test_ase_dynamics_learn_where_the_committee_is_unsure(tmp_path, cu_train, cu_test):
+    learner = _learner(tmp_path, cu_train, FixedThreshold(0.02))
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    thermalize(atoms, 1200, np.random.default_rng(0))
+    dyn = Langevin(atoms, 2 * units.fs, temperature_K=1200, friction=0.02,
+                   rng=np.random.default_rng(1), fixcm=False)
+    learner.attach(dyn, trajectory=tmp_path / "md.traj", interval=10)
+    dyn.run(200)
+    calls = learner.n_reference_calls
+    assert 1 <= calls <= 30
+    decisions = [h["decision"] for h in learner.history]
+    assert decisions.count("label") == calls
+    err = [learner.model.predict(a)["forces"].mean(0) - a.get_forces() for a in cu_test]
+    assert np.sqrt(np.mean(np.square(err))) < 0.03
+    # every stored structure is distinct: no reference call was repeated
+    hashes = [structure_hash(a) for a in learner.store.frames()]
+    assert len(set(hashes)) == len(hashes)
+    learner.store.close()
+
+
+def test_rejected_frames_rewind_to_the_last_accepted_state(tmp_path, cu_train):
+    class RejectOnce(TrustWindow):
+        calls = 0
+
+        def decide(self, step, atoms, results):
+            RejectOnce.calls += 1
+            return Decision.REJECT if RejectOnce.calls == 6 else Decision.SKIP
+
+    learner = _learner(tmp_path, cu_train, RejectOnce(FixedThreshold(1.0), reject_above=2.0))
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    thermalize(atoms, 600, np.random.default_rng(0))
+    dyn = Langevin(atoms, 2 * units.fs, temperature_K=600, friction=0.02,
+                   rng=np.random.default_rng(1), fixcm=False)
+    learner.attach(dyn)
+    snapshots = []
+    dyn.attach(lambda: snapshots.append(atoms.positions.copy()), interval=1)
+    dyn.run(8)
+    assert learner.state.n_rejects == 1
+    # after the rejected step the positions were put back to those of the accepted step before
+    i = 5  # the observer list sees the rewound state at the rejected step
+    np.testing.assert_allclose(snapshots[i], snapshots[i - 1])
+    # the rewound (accepted) state was labelled so the model learns where the MD was going
+    assert learner.n_reference_calls == 1
+    learner.store.close()
+
+
+def test_full_loop_from_config_small_cell(tmp_path):
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    cfg.update(run_dir=str(tmp_path / "run"), progress=False)
+    cfg["md"]["steps"] = 400
+    cfg["validation"] = {"temperatures_K": [300.0, 1200.0], "frames": 4, "every": 20}
+    summary = run_otf(cfg)
+    assert 1 <= summary["reference_calls"] <= 12
+    assert summary["force_rmse"] < 0.03
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["reference_calls"] == summary["reference_calls"]
+    for name in ("sigma_threshold.png", "labels.png", "parity_forces.png", "model.pt", "md.traj"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+    with pytest.raises(ConfigError, match="run_dir"):
+        run_otf(cfg)  # a finished run is not overwritten
+
+
+def test_config_errors_name_the_key(tmp_path):
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    cfg["md"]["stepz"] = 10
+    with pytest.raises(ConfigError, match="md.stepz"):
+        run_otf(cfg, run_dir=tmp_path / "a")
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    cfg["md"]["steps"] = "many"
+    with pytest.raises(ConfigError, match="md.steps"):
+        run_otf(cfg, run_dir=tmp_path / "b")
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    cfg["trigger"] = {"kind": "adaptive", "factr": 2}
+    with pytest.raises(ConfigError, match="factr"):
+        run_otf(cfg, run_dir=tmp_path / "c")
