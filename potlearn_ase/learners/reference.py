@@ -1,0 +1,556 @@
+"""The reference: any ASE calculator, wrapped so a failed calculation never stops the MD.
+
+:class:`Reference` labels structures with energy, forces and (for periodic cells) stress.
+A calculation that raises (``CalculationFailed`` from an SCF that did not converge, any
+other exception), returns non-finite numbers or exceeds ``timeout`` seconds is retried
+``retries`` times and then reported in a :class:`LabelResult` with ``ok=False``: the caller
+records the failure and carries on.
+
+Calculators are not thread-safe, so each call borrows a calculator from a small pool: with a
+``factory`` a new calculator is built whenever every existing one is busy (several threads
+then label in parallel), with a single ``calculator`` instance the calls take turns.
+
+Timeouts run the calculation in a daemon worker thread and stop waiting after ``timeout``
+seconds. A Python thread cannot be killed: the abandoned calculation runs on in the
+background and returns its calculator to the pool when it ends. With a ``factory`` the next
+call builds a fresh calculator meanwhile; with a single instance the next call waits at most
+``timeout`` seconds for it and otherwise fails as "busy".
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_properties
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from potlearn_ase.errors import ConfigError, ReferenceFailure
+
+__all__ = ["LabelResult", "Reference"]
+
+log = logging.getLogger(__name__)
+
+_OPTIONS = ("name", "timeout", "retries", "properties", "stress")
+
+
+@dataclass
+class LabelResult:
+    """The outcome of one reference labelling.
+
+    Attributes
+    ----------
+    atoms : ase.Atoms or None
+        A copy of the input structure with a ``SinglePointCalculator`` holding ``energy``
+        (eV), ``forces`` (eV/Angstrom) and, when computed, ``stress`` (eV/Angstrom^3, Voigt);
+        None on failure.
+    ok : bool
+        Whether the labelling succeeded.
+    error : str or None
+        The last attempt's error (type and message) on failure.
+    wall_time : float
+        Seconds spent, over every attempt.
+    attempts : int
+        Calculations tried (1 + retries used).
+    """
+
+    atoms: Atoms | None
+    ok: bool
+    error: str | None = None
+    wall_time: float = 0.0
+    attempts: int = 0
+
+    def unwrap(self) -> Atoms:
+        """The labelled structure, or raise :class:`~potlearn_ase.errors.ReferenceFailure`."""
+        if not self.ok or self.atoms is None:
+            raise ReferenceFailure(
+                f"reference calculation failed after {self.attempts} attempt(s): {self.error}"
+            )
+        return self.atoms
+
+
+class _Busy(Exception):
+    """No calculator became free in time."""
+
+
+class _Timeout(Exception):
+    """The calculation did not finish in time."""
+
+
+class Reference:
+    """A reference calculator for labelling, with retries, timeouts and parallel labelling.
+
+    Parameters
+    ----------
+    calculator : ase Calculator, optional
+        The calculator instance (used by one call at a time).
+    factory : callable, optional
+        A zero-argument callable returning a new calculator; use it instead of
+        ``calculator`` for parallel labelling, and make it picklable (a module-level
+        function or a ``functools.partial``) for process pools.
+    name : str, optional
+        Short name for provenance (default: the calculator's class name, lower case).
+    params : dict, optional
+        JSON-able parameters for provenance (default: the calculator's JSON-able
+        ``parameters``).
+    timeout : float, optional
+        Seconds to wait for one calculation; None waits for ever (and runs in the calling
+        thread).
+    retries : int
+        Further attempts after a failed one.
+    properties : sequence of str
+        ASE properties to compute; ``energy`` and ``forces`` at least.
+    stress : bool, optional
+        Compute the stress: None means when the cell is periodic in all three directions and
+        the calculator implements it.
+    """
+
+    def __init__(
+        self,
+        calculator: Calculator | None = None,
+        *,
+        factory: Callable[[], Calculator] | None = None,
+        name: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        retries: int = 1,
+        properties: Sequence[str] = ("energy", "forces"),
+        stress: bool | None = None,
+    ):
+        if (calculator is None) == (factory is None):
+            raise ConfigError("Reference needs exactly one of calculator= and factory=")
+        if factory is not None and not callable(factory):
+            raise ConfigError(f"Reference factory must be callable, got {type(factory).__name__}")
+        if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
+            raise ConfigError(
+                f"Reference timeout must be a positive number of seconds, got {timeout!r}"
+            )
+        if isinstance(retries, bool) or int(retries) != retries or retries < 0:
+            raise ConfigError(f"Reference retries must be an integer >= 0, got {retries!r}")
+        props = tuple(properties)
+        for p in props:
+            if p not in all_properties:
+                raise ConfigError(f"Reference properties: unknown ASE property {p!r}")
+        for p in ("energy", "forces"):
+            if p not in props:
+                props = (p, *props) if p == "energy" else (*props, p)
+        if stress is not None and not isinstance(stress, bool):
+            raise ConfigError(f"Reference stress must be true, false or null, got {stress!r}")
+        self.calculator = calculator
+        self.factory = factory
+        self.timeout = None if timeout is None else float(timeout)
+        self.retries = int(retries)
+        self.properties = props
+        self.stress = stress
+        if name:
+            self.name = str(name)
+        elif calculator is not None:
+            self.name = type(calculator).__name__.lower()
+        else:
+            self.name = getattr(factory, "__name__", None) or "reference"
+        self.params = dict(params) if params is not None else _json_params(calculator)
+        try:
+            json.dumps(self.params)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"Reference params must be JSON-able: {exc}") from None
+        self._init_pool()
+
+    # ------------------------------------------------------------------ pool
+    def _init_pool(self) -> None:
+        self._cond = threading.Condition()
+        self._idle: list[Calculator] = [self.calculator] if self.calculator is not None else []
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("_cond", "_idle"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_pool()
+
+    def _acquire(self, wait: float | None) -> Calculator:
+        with self._cond:
+            if self._idle:
+                return self._idle.pop()
+            if self.factory is None:
+                if not self._cond.wait_for(lambda: bool(self._idle), timeout=wait):
+                    raise _Busy(
+                        f"the calculator is still busy with an earlier call after {wait} s"
+                    )
+                return self._idle.pop()
+        calc = self.factory()
+        if not isinstance(calc, Calculator) and not hasattr(calc, "get_property"):
+            raise TypeError(f"the factory returned {type(calc).__name__}, not an ASE calculator")
+        return calc
+
+    def _release(self, calc: Calculator) -> None:
+        with self._cond:
+            self._idle.append(calc)
+            self._cond.notify()
+
+    def make_calculator(self) -> Calculator:
+        """A calculator to use directly (e.g. to drive reference MD): a new one from the
+        factory, or the wrapped instance (not thread-safe: do not label with it meanwhile)."""
+        if self.factory is not None:
+            return self.factory()
+        assert self.calculator is not None
+        return self.calculator
+
+    # ------------------------------------------------------------------ labelling
+    def _wants_stress(self, atoms: Atoms, calc: Calculator) -> bool:
+        if "stress" in self.properties:
+            return True
+        if self.stress is not None:
+            return self.stress
+        implemented = getattr(calc, "implemented_properties", ())
+        return bool(atoms.pbc.all()) and "stress" in implemented
+
+    def _compute(self, atoms: Atoms, calc: Calculator, fresh: bool) -> dict[str, Any]:
+        """One calculation on a copy of ``atoms``; raises on any failure."""
+        work = atoms.copy()
+        if fresh:
+            calc.reset()
+        props = list(self.properties)
+        if self._wants_stress(atoms, calc) and "stress" not in props:
+            props.append("stress")
+        results: dict[str, Any] = {}
+        for p in props:
+            value = calc.get_property(p, work)
+            arr = np.array(value, dtype=float, copy=True)
+            if not np.all(np.isfinite(arr)):
+                raise FloatingPointError(f"the calculator returned non-finite {p}")
+            results[p] = float(arr) if arr.ndim == 0 else arr
+        if np.shape(results["forces"]) != (len(atoms), 3):
+            raise ValueError(
+                f"the calculator returned forces of shape {np.shape(results['forces'])} "
+                f"for {len(atoms)} atoms"
+            )
+        return results
+
+    def _attempt(self, atoms: Atoms, fresh: bool) -> dict[str, Any]:
+        if self.timeout is None:
+            calc = self._acquire(None)
+            try:
+                return self._compute(atoms, calc, fresh)
+            finally:
+                self._release(calc)
+        deadline = time.perf_counter() + self.timeout
+        calc = self._acquire(self.timeout)
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                box["results"] = self._compute(atoms, calc, fresh)
+            except BaseException as exc:  # handed to the waiting caller
+                box["error"] = exc
+            finally:
+                self._release(calc)
+                done.set()
+
+        threading.Thread(target=work, name=f"reference-{self.name}", daemon=True).start()
+        if not done.wait(max(deadline - time.perf_counter(), 0.0)):
+            raise _Timeout(f"no result within the timeout of {self.timeout:g} s")
+        if "error" in box:
+            raise box["error"]
+        return box["results"]
+
+    def label(self, atoms: Atoms) -> LabelResult:
+        """Label one structure; failures are returned, never raised.
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+            The structure (not modified; its own calculator is ignored).
+
+        Returns
+        -------
+        LabelResult
+            ``ok=True`` with the labelled copy, or ``ok=False`` with the last error after
+            ``1 + retries`` attempts.
+        """
+        t0 = time.perf_counter()
+        error: str | None = None
+        attempts = 0
+        for attempt in range(self.retries + 1):
+            attempts += 1
+            try:
+                results = self._attempt(atoms, fresh=attempt > 0)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                log.warning(
+                    "reference %s failed on %s (attempt %d of %d): %s",
+                    self.name, atoms.get_chemical_formula(), attempts, self.retries + 1, error,
+                )
+                continue
+            out = atoms.copy()
+            out.calc = SinglePointCalculator(out, **results)
+            return LabelResult(out, True, None, time.perf_counter() - t0, attempts)
+        return LabelResult(None, False, error, time.perf_counter() - t0, attempts)
+
+    def label_many(
+        self,
+        frames: Iterable[Atoms],
+        *,
+        executor: Executor | None = None,
+        max_workers: int | None = None,
+    ) -> list[LabelResult]:
+        """Label several structures concurrently; results in the order of ``frames``.
+
+        Parameters
+        ----------
+        frames : iterable of ase.Atoms
+            The structures.
+        executor : concurrent.futures.Executor, optional
+            Where to run the calls: any executor (a ``ProcessPoolExecutor`` or
+            ``mpi4py.futures.MPIPoolExecutor`` needs this Reference to be picklable, e.g. made
+            with a picklable ``factory`` or by :meth:`from_spec`). Default: a thread pool of
+            ``max_workers`` threads (default: one per structure, at most the CPU count),
+            shut down on return.
+        max_workers : int, optional
+            Threads of the default pool.
+
+        Returns
+        -------
+        list of LabelResult
+            One per structure; an executor failure (e.g. a crashed worker process) is
+            reported as a failed result too.
+        """
+        frames = list(frames)
+        if not frames:
+            return []
+        own = executor is None
+        if executor is None:
+            n = max_workers or min(len(frames), os.cpu_count() or 1)
+            executor = ThreadPoolExecutor(max_workers=max(1, n), thread_name_prefix="label")
+        try:
+            futures = [executor.submit(_label_one, self, a) for a in frames]
+            out = []
+            for i, f in enumerate(futures):
+                try:
+                    out.append(f.result())
+                except Exception as exc:
+                    log.error("labelling frame %d failed in the executor: %s", i, exc)
+                    out.append(LabelResult(None, False, f"executor: {type(exc).__name__}: {exc}"))
+            return out
+        finally:
+            if own:
+                executor.shutdown(wait=True)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description: name, params and the wrapper's options."""
+        return {
+            "name": self.name,
+            "params": self.params,
+            "timeout": self.timeout,
+            "retries": self.retries,
+            "properties": list(self.properties),
+            "stress": self.stress,
+        }
+
+    def __repr__(self) -> str:
+        return f"Reference(name={self.name!r}, params={self.params!r})"
+
+    # ------------------------------------------------------------------ specs
+    @classmethod
+    def from_spec(cls, spec: str | Mapping[str, Any] | Reference | None = None) -> Reference:
+        """Build a reference from a name or a mapping (as in a configuration file).
+
+        Parameters
+        ----------
+        spec : str or mapping
+            ``"emt"`` or ``{"calculator": "emt"}`` (ASE's EMT, the default; option
+            ``asap_cutoff``); ``{"calculator": "tblite", "method": "GFN1-xTB",
+            "electronic_temperature": 3000, "max_iterations": 300, ...}`` (any ``TBLite``
+            keyword; ``verbosity`` defaults to 0); ``{"calculator": "gpaw", ...}`` (keyword
+            arguments of ``gpaw.GPAW``); ``{"calculator": "espresso", ...}`` (keyword
+            arguments of ``ase.calculators.espresso.Espresso``, plus ``command`` (default
+            ``pw.x``) and ``pseudo_dir``; each calculator gets its own scratch directory
+            unless ``directory`` is given). Every spec may also hold the wrapper options
+            ``name``, ``timeout``, ``retries``, ``properties`` and ``stress``.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown calculator or key, or a calculator whose package is missing
+            (the message says what to install).
+        """
+        if isinstance(spec, Reference):
+            return spec
+        if spec is None:
+            spec = {}
+        if isinstance(spec, str):
+            spec = {"calculator": spec}
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"reference: expected a name or a mapping, got {type(spec).__name__}")
+        spec = dict(spec)
+        kind = spec.pop("calculator", "emt")
+        if not isinstance(kind, str):
+            raise ConfigError(f"reference.calculator: expected a string, got {kind!r}")
+        kind = kind.lower()
+        options = {k: spec.pop(k) for k in _OPTIONS if k in spec}
+        if kind not in _BUILDERS:
+            raise ConfigError(
+                f"reference.calculator: unknown calculator {kind!r}; known: {', '.join(_BUILDERS)}"
+            )
+        kwargs = _BUILDERS[kind](spec)
+        factory = functools.partial(_build, kind, kwargs)
+        factory.__name__ = kind  # type: ignore[attr-defined]
+        params = {"calculator": kind, **{k: _jsonable(v) for k, v in spec.items()}}
+        name = options.pop("name", kind)
+        if "properties" in options and isinstance(options["properties"], str):
+            raise ConfigError("reference.properties: expected a list of property names")
+        try:
+            return cls(factory=factory, name=name, params=params, **options)
+        except ConfigError as exc:
+            raise ConfigError(f"reference: {exc}") from None
+
+
+def _label_one(reference: Reference, atoms: Atoms) -> LabelResult:
+    """Module-level so process pools can pickle the call."""
+    return reference.label(atoms)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        if isinstance(value, (tuple, list)):
+            return [_jsonable(v) for v in value]
+        if isinstance(value, Mapping):
+            return {str(k): _jsonable(v) for k, v in value.items()}
+        return repr(value)
+
+
+def _json_params(calc: Calculator | None) -> dict[str, Any]:
+    params = getattr(calc, "parameters", None) or {}
+    out = {}
+    for k, v in dict(params).items():
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError):
+            continue
+        out[str(k)] = v
+    return out
+
+
+# ---------------------------------------------------------------------- calculator builders
+# Each checks the keys of a spec (without "calculator" and the wrapper options) and returns
+# the keyword arguments of the calculator; _build makes the calculator from them.
+
+
+def _check_keys(kind: str, spec: Mapping[str, Any], known: Iterable[str]) -> None:
+    known = sorted(known)
+    for key in spec:
+        if key not in known:
+            raise ConfigError(
+                f"unknown key reference.{key} for calculator {kind!r}; "
+                f"known keys: {', '.join(known + list(_OPTIONS))}"
+            )
+
+
+def _emt_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
+    _check_keys("emt", spec, ["asap_cutoff"])
+    if "asap_cutoff" in spec and not isinstance(spec["asap_cutoff"], bool):
+        raise ConfigError(
+            f"reference.asap_cutoff: expected true or false, got {spec['asap_cutoff']!r}"
+        )
+    return dict(spec)
+
+
+def _tblite_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        from tblite.ase import TBLite
+    except ImportError:
+        raise ConfigError(
+            "reference calculator 'tblite' needs the tblite package: pip install tblite "
+            "(or the potlearn-ase[dft] extra)"
+        ) from None
+    _check_keys("tblite", spec, TBLite.default_parameters)
+    for key, tp in (("electronic_temperature", float), ("max_iterations", int),
+                    ("accuracy", float), ("mixer_damping", float)):
+        if key in spec:
+            v = spec[key]
+            ok = isinstance(v, int) if tp is int else isinstance(v, (int, float))
+            if isinstance(v, bool) or not ok:
+                raise ConfigError(f"reference.{key}: expected {tp.__name__}, got {v!r}")
+    if "method" in spec and not isinstance(spec["method"], str):
+        raise ConfigError(f"reference.method: expected a string, got {spec['method']!r}")
+    return {"verbosity": 0, **spec}
+
+
+def _gpaw_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        import gpaw  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "reference calculator 'gpaw' needs GPAW: apt-get install libxc-dev "
+            "libopenblas-dev, then pip install gpaw gpaw-data"
+        ) from None
+    return {"txt": None, **spec}
+
+
+def _espresso_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
+    command = spec.get("command", "pw.x")
+    if not isinstance(command, str):
+        raise ConfigError(f"reference.command: expected a string, got {command!r}")
+    if shutil.which(command.split()[0]) is None:
+        raise ConfigError(
+            f"reference calculator 'espresso' needs Quantum ESPRESSO's {command.split()[0]} on "
+            "the PATH: apt-get install quantum-espresso quantum-espresso-data"
+        )
+    return dict(spec)
+
+
+_BUILDERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "emt": _emt_kwargs,
+    "tblite": _tblite_kwargs,
+    "gpaw": _gpaw_kwargs,
+    "espresso": _espresso_kwargs,
+}
+
+
+def _build(kind: str, kwargs: dict[str, Any]) -> Calculator:
+    """Make the calculator ``kind`` (module-level, so factories pickle)."""
+    if kind == "emt":
+        from ase.calculators.emt import EMT
+
+        return EMT(**kwargs)
+    if kind == "tblite":
+        from tblite.ase import TBLite
+
+        return TBLite(**kwargs)
+    if kind == "gpaw":
+        from gpaw import GPAW
+
+        return GPAW(**kwargs)
+    if kind == "espresso":
+        from ase.calculators.espresso import Espresso, EspressoProfile
+
+        kw = dict(kwargs)
+        command = kw.pop("command", "pw.x")
+        pseudo_dir = kw.pop("pseudo_dir", None)
+        if "profile" not in kw:
+            pseudo = pseudo_dir or os.environ.get("ESPRESSO_PSEUDO") or "/usr/share/espresso/pseudo"
+            kw["profile"] = EspressoProfile(command=command, pseudo_dir=pseudo)
+        if "directory" not in kw:
+            kw["directory"] = tempfile.mkdtemp(prefix="potlearn-espresso-")
+        return Espresso(**kw)
+    raise ConfigError(f"unknown reference calculator {kind!r}")
