@@ -345,7 +345,7 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
                 sigmaF=f"{h.get('max_force_std', 0):.3f}",
                 thr=f"{h.get('threshold', 0):.3f}",
                 labels=len(store),
-                refine=learner.n_reference_calls,
+                calls=learner.n_reference_calls,
                 refresh=False,
             )
             bar.update(0)

@@ -1,0 +1,25 @@
+"""Every script in examples/ runs (at reduced length)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_otf_si_tblite(tmp_path):
+    pytest.importorskip("tblite", reason="tblite is installed by the dft extra")
+    summary = _load("otf_si_tblite").main(["--steps", "40", "--run-dir", str(tmp_path / "si")])
+    assert summary["reference_calls"] >= 1
+    assert math.isfinite(summary["force_rmse"]) and summary["force_rmse"] < 0.5
