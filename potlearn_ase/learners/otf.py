@@ -70,6 +70,14 @@ class OTFSettings:
         a fine-tune, so its cost stays bounded as labels grow.
     checkpoint_every : int
         Steps between checkpoints of the MD state (there is always one after each label).
+    batch_window : int
+        Batch mode when > 0: frames the trigger wants labelled are gathered over this many
+        steps (the MD goes on with the committee's forces), then at most ``batch_size`` of
+        them, chosen by farthest-point sampling of their mean descriptor (diverse, not
+        redundant), are labelled in parallel through the reference's executor, and the model
+        is updated once.
+    batch_size : int
+        Labels per batch window.
     seed : int
         Seeds committee draws after each update.
     """
@@ -79,6 +87,8 @@ class OTFSettings:
     neural_finetune_epochs: int = 30
     neural_max_frames: int = 200
     checkpoint_every: int = 20
+    batch_window: int = 0
+    batch_size: int = 4
     seed: int = 0
 
 
@@ -126,6 +136,9 @@ class OnTheFlyLearner:
         Other settings.
     engine : str
         Name of the MD engine, recorded in the provenance of each label.
+    executor : concurrent.futures.Executor, optional
+        Where batch-mode reference calls run (default: a thread pool); e.g. an
+        ``mpi4py.futures.MPIPoolExecutor`` spreads them over MPI ranks.
     """
 
     def __init__(
@@ -138,8 +151,12 @@ class OnTheFlyLearner:
         run_dir: str | os.PathLike | None = None,
         settings: OTFSettings | None = None,
         engine: str = "ase",
+        executor: Any = None,
     ):
         self.committee = calculator
+        self.executor = executor
+        self._candidates: list[tuple[Atoms, dict[str, Any], dict[str, np.ndarray]]] = []
+        self._window_start = 0
         self.reference = reference
         self.store = store
         self.trigger = trigger
@@ -220,6 +237,12 @@ class OnTheFlyLearner:
             self._rewind = True
             return results, decision
         self.state.consecutive_rejects = 0
+        if self.settings.batch_window > 0:
+            if decision is Decision.LABEL and not self.store.contains(atoms):
+                self._candidates.append((atoms.copy(), results, pred))
+            if self.state.step - self._window_start + 1 >= self.settings.batch_window:
+                self._flush_batch()
+            return results, decision
         if decision is Decision.LABEL:
             labelled = self.label(atoms, results, pred)
             if labelled is not None:
@@ -243,16 +266,39 @@ class OnTheFlyLearner:
         Returns the labelled structure, or None when the reference failed (recorded in the
         store, never raised).
         """
-        if results is None or pred is None:
-            results, pred = self.evaluate(atoms)
-        found = self.store.find(atoms)
-        if found is not None:
-            labelled = self.store[found]
-            self.state.n_reused_labels += 1
+        return self.label_batch([atoms], [results], [pred])[0]
+
+    def label_batch(
+        self,
+        frames: list[Atoms],
+        results: list[dict[str, Any] | None] | None = None,
+        preds: list[dict[str, np.ndarray] | None] | None = None,
+    ) -> list[Atoms | None]:
+        """Label several structures (in parallel when more than one), then update once."""
+        n = len(frames)
+        results = list(results) if results is not None else [None] * n
+        preds = list(preds) if preds is not None else [None] * n
+        for k in range(n):
+            if results[k] is None or preds[k] is None:
+                results[k], preds[k] = self.evaluate(frames[k])
+        out: list[Atoms | None] = [None] * n
+        todo = []
+        for k, atoms in enumerate(frames):
+            found = self.store.find(atoms)
+            if found is not None:
+                out[k] = self.store[found]
+                self.state.n_reused_labels += 1
+            else:
+                todo.append(k)
+        if len(todo) == 1:
+            answers = [self.reference.label(frames[todo[0]])]
         else:
-            res = self.reference.label(atoms)
+            answers = self.reference.label_many([frames[k] for k in todo], executor=self.executor)
+        for k, res in zip(todo, answers):
             self.state.n_reference_calls += 1
             self.state.reference_seconds += res.wall_time
+            r = results[k]
+            assert r is not None
             prov = {
                 "reference": self.reference.name,
                 "reference_params": self.reference.params,
@@ -260,8 +306,8 @@ class OnTheFlyLearner:
                 "md_step": int(self.state.md_step),
                 "learner_step": int(self.state.step),
                 "uncertainty": {
-                    "max_force_std": float(results.get("max_force_std", 0.0)),
-                    "energy_std": float(results["energy_std"]),
+                    "max_force_std": float(r.get("max_force_std", 0.0)),
+                    "energy_std": float(r["energy_std"]),
                     "calibration": float(self.committee.calibration),
                 },
                 "wall_time": float(res.wall_time),
@@ -269,35 +315,67 @@ class OnTheFlyLearner:
             }
             if not res.ok or res.atoms is None:
                 self.state.n_failures += 1
-                self.store.append_failure(atoms, provenance=prov, error=str(res.error))
+                self.store.append_failure(frames[k], provenance=prov, error=str(res.error))
                 log.warning("reference failed at step %d: %s", self.state.step, res.error)
-                return None
-            labelled = res.atoms
-            self.store.append(labelled, provenance=prov)
-        # prequential calibration: the prediction before the update against the label
-        f_ref = np.asarray(get_labels(labelled)["forces"])
-        spread = pred["forces"].std(0)
-        err = np.abs(pred["forces"].mean(0) - f_ref)
-        ok = spread > 0
-        self.state.ratios.extend((err[ok] / spread[ok]).ravel().tolist())
-        self.state.label_steps.append(int(self.state.step))
-        self._retrain(labelled)
-        self.trigger.notify_labelled(self.state.step, results)
-        for hook in self.on_label:
-            hook(self, labelled)
-        self.checkpoint(atoms)
-        return labelled
+                continue
+            self.store.append(res.atoms, provenance=prov)
+            out[k] = res.atoms
+        labelled = [(a, p) for a, p in zip(out, preds) if a is not None]
+        if not labelled:
+            return out
+        for a, p in labelled:
+            # prequential calibration: the prediction before the update against the label
+            assert p is not None
+            f_ref = np.asarray(get_labels(a)["forces"])
+            spread = p["forces"].std(0)
+            err = np.abs(p["forces"].mean(0) - f_ref)
+            ok = spread > 0
+            self.state.ratios.extend((err[ok] / spread[ok]).ravel().tolist())
+            self.state.label_steps.append(int(self.state.step))
+        self._retrain([a for a, _ in labelled])
+        for r in results:
+            assert r is not None
+            self.trigger.notify_labelled(self.state.step, r)
+        for a, _ in labelled:
+            for hook in self.on_label:
+                hook(self, a)
+        self.checkpoint(frames[-1])
+        return out
+
+    def _flush_batch(self) -> None:
+        """Label a diverse subset of the gathered candidates (batch mode)."""
+        self._window_start = self.state.step + 1
+        cands, self._candidates = self._candidates, []
+        if not cands:
+            return
+        k = min(self.settings.batch_size, len(cands))
+        if k < len(cands):
+            from potlearn_ase.selection.fps import farthest_point_sampling
+
+            feats = np.stack(
+                [
+                    self.model.descriptor.compute(a, derivatives=False).features.mean(0).cpu().numpy()
+                    for a, _, _ in cands
+                ]
+            )
+            scale = feats.std(0)
+            feats = feats / np.where(scale > 0, scale, 1.0)
+            # start from the most uncertain candidate, then add the most different ones
+            start = int(np.argmax([r.get("max_force_std", 0.0) for _, r, _ in cands]))
+            pick = farthest_point_sampling(feats, k, start=start)
+            cands = [cands[i] for i in pick]
+        self.label_batch([c[0] for c in cands], [c[1] for c in cands], [c[2] for c in cands])
 
     def _calibration(self) -> float:
         if len(self.state.label_steps) < self.settings.min_calibration_labels or not self.state.ratios:
             return self.committee.calibration
         return float(np.quantile(np.asarray(self.state.ratios), ONE_SIGMA))
 
-    def _retrain(self, labelled: Atoms) -> None:
+    def _retrain(self, labelled: list[Atoms]) -> None:
         model = self.model
         seed = int(self._rng.integers(2**31))
         if isinstance(model, LinearCommittee):
-            model.update([labelled], rng=seed)
+            model.update(labelled, rng=seed)
         else:
             from potlearn_ase.training.trainer import NeuralTrainConfig, train_neural
 

@@ -131,3 +131,34 @@ def test_config_errors_name_the_key(tmp_path):
     cfg["trigger"] = {"kind": "adaptive", "factr": 2}
     with pytest.raises(ConfigError, match="factr"):
         run_otf(cfg, run_dir=tmp_path / "c")
+
+
+def test_batch_mode_labels_a_diverse_subset_in_parallel(tmp_path, cu_train):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from potlearn_ase.learners.otf import OTFSettings
+
+    desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=6, l_max=2))
+    model = fit_linear(desc, cu_train[:1], LinearFitConfig(n_members=8), rng=0)
+    store = LabelStore(tmp_path / "labels.h5")
+    store.append(cu_train[0], provenance={"reference": "emt", "engine": "initial"})
+    with ThreadPoolExecutor(2) as pool:
+        learner = OnTheFlyLearner(
+            CommitteeCalculator(model=model),
+            Reference.from_spec("emt"),
+            store,
+            FixedThreshold(1e-12),  # every frame is a candidate
+            settings=OTFSettings(batch_window=10, batch_size=3),
+            executor=pool,
+        )
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+        thermalize(atoms, 900, np.random.default_rng(0))
+        dyn = Langevin(atoms, 2 * units.fs, temperature_K=900, friction=0.02,
+                       rng=np.random.default_rng(1), fixcm=False)
+        learner.attach(dyn)
+        dyn.run(29)  # 30 learner steps: three windows of ten
+    assert learner.n_reference_calls == 9
+    assert len(store) == 1 + 9
+    # labelled in batches: the model was updated three times, not nine
+    assert len(set(learner.state.label_steps)) == 3
+    store.close()
