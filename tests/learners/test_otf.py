@@ -162,3 +162,25 @@ def test_batch_mode_labels_a_diverse_subset_in_parallel(tmp_path, cu_train):
     # labelled in batches: the model was updated three times, not nine
     assert len(set(learner.state.label_steps)) == 3
     store.close()
+
+
+def test_learner_drives_an_optimiser_and_npt(tmp_path, cu_train):
+    from ase.md.nptberendsen import NPTBerendsen
+    from ase.optimize import BFGS
+
+    learner = _learner(tmp_path, cu_train, FixedThreshold(0.05), n_start=3)
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat(2)  # strained: relaxes under EMT
+    atoms.rattle(0.05, seed=2)
+    opt = BFGS(atoms, logfile=None)
+    learner.attach(opt)
+    opt.run(fmax=0.05, steps=50)
+    assert np.abs(atoms.get_forces()).max() < 0.1
+    thermalize(atoms, 300, np.random.default_rng(3))
+    npt = NPTBerendsen(atoms, 2 * units.fs, temperature_K=300, pressure_au=0.0,
+                       compressibility_au=4.57e-5 / units.bar)
+    learner.attach(npt)
+    v0 = atoms.get_volume()
+    npt.run(30)
+    assert atoms.get_volume() != v0  # the cell moved under the committee's stress
+    assert np.isfinite(atoms.get_stress()).all()
+    learner.store.close()
