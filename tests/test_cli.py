@@ -1,0 +1,53 @@
+"""The potlearn command: --help, --version, demo, fit and eval."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from potlearn_ase import __version__
+from potlearn_ase.cli import main
+from potlearn_ase.data.io import write
+
+
+def test_help_and_version():
+    out = subprocess.run(
+        [sys.executable, "-m", "potlearn_ase.cli", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and __version__ in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "potlearn_ase.cli", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0
+    for word in ("demo", "otf", "fit", "eval"):
+        assert word in out.stdout
+
+
+def test_demo_reports_real_work(tmp_path, capsys):
+    assert main(["demo", "--steps", "300", "--run-dir", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "reference calls:" in out and "held-out force RMSE:" in out
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["steps"] == 300 and summary["reference_calls"] >= 1
+
+
+def test_fit_then_eval(tmp_path, cu_train, cu_test, capsys):
+    write(tmp_path / "train.xyz", cu_train[::2])
+    write(tmp_path / "val.xyz", cu_test)
+    model = tmp_path / "m.pt"
+    assert main(["fit", str(tmp_path / "train.xyz"), "--val", str(tmp_path / "val.xyz"),
+                 "-o", str(model), "--n-radial", "6"]) == 0
+    fit = json.loads(capsys.readouterr().out)
+    assert fit["val_force_rmse"] < 0.05
+    assert main(["eval", str(model), str(tmp_path / "val.xyz")]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["force_rmse"] == pytest.approx(fit["val_force_rmse"], rel=1e-9)
+    assert 0.5 < ev["sigma_coverage_1"] < 0.85
+
+
+def test_errors_are_reported_not_raised(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "missing.pt"), str(tmp_path / "x.xyz")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
