@@ -1,0 +1,32 @@
+"""Learners: on-the-fly (MD-driven) active learning, triggers and reference calculators."""
+
+from potlearn_ase.learners.otf import OnTheFlyLearner, OTFCalculator, OTFSettings
+from potlearn_ase.learners.reference import LabelResult, Reference
+from potlearn_ase.learners.triggers import (
+    AdaptiveThreshold,
+    Decision,
+    EnergyThreshold,
+    FixedThreshold,
+    MinGap,
+    RelativeThreshold,
+    Trigger,
+    TrustWindow,
+    trigger_from_config,
+)
+
+__all__ = [
+    "AdaptiveThreshold",
+    "Decision",
+    "EnergyThreshold",
+    "FixedThreshold",
+    "LabelResult",
+    "MinGap",
+    "OTFCalculator",
+    "OTFSettings",
+    "OnTheFlyLearner",
+    "Reference",
+    "RelativeThreshold",
+    "Trigger",
+    "TrustWindow",
+    "trigger_from_config",
+]
