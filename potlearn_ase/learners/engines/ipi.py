@@ -1,0 +1,172 @@
+"""On-the-fly learning under i-PI: the learner watches every bead evaluation.
+
+i-PI asks the driver for one structure at a time (one bead of one step of a path-integral
+run); the adapter hands each to :meth:`~potlearn_ase.learners.otf.OnTheFlyLearner.step` and
+returns the learner's results to i-PI. A bead whose calibrated force spread passes the trigger
+is labelled by the reference; its reference energy and forces go back to i-PI for that
+evaluation, and the committee members in the extras are re-centred on them (see
+:mod:`potlearn_ase.calculators.ipi`). The model is updated before the next bead.
+
+i-PI cannot be rewound from the driver: a *reject* decision is logged and counted, and the
+committee prediction is returned (widen ``reject_above`` or leave it out under i-PI).
+Temperatures are not known to the driver (i-PI sends no momenta) and are recorded as None.
+
+The ``potlearn ipi --learn config.yaml`` configuration (:class:`IPILearnConfig`)::
+
+    reference: emt                 # or a mapping, see Reference.from_spec
+    trigger: {kind: fixed, max_force_std: 0.05, min_gap: 4}
+    run_dir: ipi-otf               # labels.h5, model.pt, state.json, summary.json
+    settings: {seed: 0}            # OTFSettings
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ase import Atoms
+
+from potlearn_ase.calculators.committee import CommitteeCalculator
+from potlearn_ase.calculators.ipi import IPIClient
+from potlearn_ase.config import from_mapping, read_config_file
+from potlearn_ase.data.store import LabelStore
+from potlearn_ase.learners.otf import OnTheFlyLearner, OTFSettings
+from potlearn_ase.learners.reference import Reference
+from potlearn_ase.learners.triggers import Decision, trigger_from_config
+
+__all__ = ["IPILearnConfig", "IPILearnerAdapter", "run_ipi_learning"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IPILearnConfig:
+    """Configuration of ``potlearn ipi --learn``.
+
+    Attributes
+    ----------
+    reference : str or mapping
+        The reference calculator (:meth:`Reference.from_spec`).
+    trigger : mapping
+        The trigger (:func:`trigger_from_config`); thresholds in eV/Angstrom.
+    run_dir : str
+        Where labels, checkpoints, the updated model and the summary go.
+    settings : OTFSettings
+        The learner's other settings.
+    """
+
+    reference: str | dict[str, Any] = "emt"
+    trigger: dict[str, Any] = field(
+        default_factory=lambda: {"kind": "adaptive", "factor": 1.2, "min_gap": 5}
+    )
+    run_dir: str = "ipi-otf"
+    settings: OTFSettings = field(default_factory=OTFSettings)
+
+
+class IPILearnerAdapter:
+    """The evaluator an :class:`IPIClient` calls: one learner step per structure i-PI sends.
+
+    Parameters
+    ----------
+    learner : OnTheFlyLearner
+        The learner (its calculator is the committee being learned).
+
+    Attributes
+    ----------
+    labelled_requests : list of int
+        i-PI request id (the bead, for one system) of every labelled evaluation, in order.
+    decisions : dict
+        Counts of each decision.
+    """
+
+    def __init__(self, learner: OnTheFlyLearner):
+        self.learner = learner
+        self.labelled_requests: list[int] = []
+        self.decisions: dict[str, int] = {d.name.lower(): 0 for d in Decision}
+        self.evaluations = 0
+
+    def __call__(self, atoms: Atoms, request_id: int) -> dict[str, Any]:
+        # the learner may keep the structure (store, checkpoint): give it its own copy
+        results, decision = self.learner.step(atoms.copy())
+        self.evaluations += 1
+        self.decisions[decision.name.lower()] += 1
+        if decision is Decision.REJECT:
+            log.warning(
+                "learner step %d (i-PI request %d) rejected: i-PI cannot rewind, the committee "
+                "prediction is used", self.learner.state.step - 1, request_id,
+            )
+        if results.get("labelled"):
+            self.labelled_requests.append(int(request_id))
+        self.learner.state.md_step = self.evaluations
+        return results
+
+
+def run_ipi_learning(
+    calculator: CommitteeCalculator,
+    atoms: Atoms,
+    config: IPILearnConfig | dict[str, Any] | str | os.PathLike,
+    **client_kwargs: Any,
+) -> dict[str, Any]:
+    """Serve ``calculator`` to i-PI while learning on the fly; returns the run summary.
+
+    Parameters
+    ----------
+    calculator : CommitteeCalculator
+        The starting committee; it is updated in place after each label.
+    atoms : Atoms
+        The structure i-PI starts from (species, periodicity).
+    config : IPILearnConfig, mapping or path of a YAML file
+        See :class:`IPILearnConfig`.
+    **client_kwargs
+        Passed to :class:`IPIClient` (``unixsocket=``, ``port=``, ``sockets_prefix=``, ...).
+
+    Returns
+    -------
+    dict
+        ``evaluations``, ``labels`` (new this run), ``labelled_requests``, ``decisions``,
+        ``reference_calls``, ``calibration``, ``wall_time_s``, ``ms_per_evaluation``; also
+        written to ``run_dir/summary.json``.
+    """
+    if isinstance(config, IPILearnConfig):
+        cfg = config
+    elif isinstance(config, dict):
+        cfg = from_mapping(IPILearnConfig, config)
+    else:
+        cfg = from_mapping(IPILearnConfig, read_config_file(config))
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    reference = Reference.from_spec(cfg.reference)
+    trigger = trigger_from_config(cfg.trigger)
+    store = LabelStore(run_dir / "labels.h5", mode="a")
+    try:
+        n_before = len(store)
+        learner = OnTheFlyLearner(
+            calculator, reference, store, trigger, run_dir=run_dir, settings=cfg.settings,
+            engine="ipi",
+        )
+        adapter = IPILearnerAdapter(learner)
+        client = IPIClient(atoms, adapter, **client_kwargs)
+        t0 = time.perf_counter()
+        stats = client.run()
+        wall = time.perf_counter() - t0
+        learner.checkpoint(extra={"finished": True})
+        summary: dict[str, Any] = {
+            "evaluations": adapter.evaluations,
+            "labels": len(store) - n_before,
+            "labelled_requests": adapter.labelled_requests,
+            "decisions": adapter.decisions,
+            "reference_calls": learner.n_reference_calls,
+            "reference_time_s": learner.state.reference_seconds,
+            "calibration": calculator.calibration,
+            "wall_time_s": wall,
+            "ms_per_evaluation": 1e3 * stats.served_seconds / max(stats.evaluations, 1),
+        }
+    finally:
+        store.close()
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
