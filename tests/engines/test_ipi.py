@@ -246,3 +246,15 @@ def test_client_refuses_remote_hosts_and_reports_a_missing_server(rattled_cu, mo
         IPIClient.from_calculator(
             calc, rattled_cu, unixsocket=str(tmp_path / "nobody"), connect_timeout=0.2
         )
+
+
+def test_learn_config_errors_name_the_key(tmp_path, rattled_cu, model_path):
+    from potlearn_ase.learners.engines.ipi import run_ipi_learning
+
+    cfg = tmp_path / "learn.yaml"
+    cfg.write_text("reference: emt\ntrigger: {kind: fixed, max_force_std: 0.05}\nrun_dirr: x\n")
+    with pytest.raises(ConfigError, match="run_dirr"):
+        run_ipi_learning(_calc(model_path), rattled_cu, cfg, unixsocket="unused")
+    cfg.write_text(f"trigger: {{kind: fixed}}\nrun_dir: {tmp_path / 'otf'}\n")
+    with pytest.raises(ConfigError, match="max_force_std"):
+        run_ipi_learning(_calc(model_path), rattled_cu, cfg, unixsocket="unused")

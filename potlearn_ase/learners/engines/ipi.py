@@ -102,7 +102,7 @@ class IPILearnerAdapter:
             )
         if results.get("labelled"):
             self.labelled_requests.append(int(request_id))
-        self.learner.state.md_step = self.evaluations
+        self.learner.state.md_step = self.evaluations  # i-PI evaluations (beads x steps)
         return results
 
 
