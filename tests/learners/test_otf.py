@@ -184,3 +184,28 @@ def test_learner_drives_an_optimiser_and_npt(tmp_path, cu_train):
     assert atoms.get_volume() != v0  # the cell moved under the committee's stress
     assert np.isfinite(atoms.get_stress()).all()
     learner.store.close()
+
+
+def test_neural_committee_is_fine_tuned_after_labels(tmp_path, cu_train):
+    from potlearn_ase.learners.otf import OTFSettings
+    from potlearn_ase.training.trainer import NeuralTrainConfig, train_neural
+
+    desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=4.5, n_radial=4, l_max=1))
+    model, _ = train_neural(desc, cu_train[:4], None, NeuralTrainConfig(
+        n_members=3, hidden=(8,), epochs=20, device="cpu"))
+    store = LabelStore(tmp_path / "labels.h5")
+    for a in cu_train[:4]:
+        store.append(a, provenance={"reference": "emt"})
+    learner = OnTheFlyLearner(
+        CommitteeCalculator(model=model), Reference.from_spec("emt"), store,
+        FixedThreshold(1e-12), settings=OTFSettings(neural_finetune_epochs=3),
+    )
+    before = [p.detach().clone() for p in learner.model.parameters()]
+    atoms = cu_train[25].copy()
+    atoms.rattle(0.03, seed=9)
+    results, decision = learner.step(atoms)
+    assert decision is Decision.LABEL and results["labelled"]
+    after = list(learner.model.parameters())
+    assert any(not np.allclose(a.detach().numpy(), b.numpy()) for a, b in zip(after, before))
+    assert len(store) == 5
+    store.close()
