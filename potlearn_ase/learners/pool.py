@@ -1,0 +1,455 @@
+"""Pool-based active learning: label the most informative structures of a fixed pool.
+
+Where the on-the-fly learner watches one trajectory, the pool learner is handed many
+candidate structures at once (an MD archive, a structure database) and chooses which to send
+to the reference:
+
+1. a small **seed** set is picked by farthest-point sampling of the structure features;
+2. a committee is **trained** on every label in the store (linear ACE by default);
+3. the unlabelled pool is **scored** by the committee spread (``max_force_std``, the largest
+   per-atom norm of the force standard deviation over members) and/or by the
+   **extrapolation grade** of the atoms' descriptors against a maxvol active set of the
+   labelled atoms (:func:`~potlearn_ase.selection.doptimal.extrapolation_grade`);
+4. a **batch** is picked among the ``candidate_factor x batch`` most uncertain candidates by
+   diversity - greedy k-DPP MAP with the score as quality, or farthest-point sampling - so a
+   batch does not spend its budget on near-duplicates of one uncertain region;
+5. the batch is **labelled** through a :class:`~potlearn_ase.learners.reference.Reference`
+   into a :class:`~potlearn_ase.data.store.LabelStore` (as the on-the-fly learner does), the
+   model is **updated** in closed form (``model.update``), and steps 3-5 repeat until the
+   budget is spent or the validation force RMSE reaches ``target_rmse``.
+
+Resuming is rerunning: structures of the pool already in the store are recognised by their
+content hash and never relabelled; failed ones are not retried.
+
+Every round appends a point to the learning curve (labels against the validation force RMSE
+when validation structures are given, and always the prequential force RMSE of each new
+batch, measured before its labels are used), written to ``learning_curve.json`` and
+``learning_curve.png`` in ``run_dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from potlearn_ase.data.store import LabelStore
+from potlearn_ase.data.validate import get_labels
+from potlearn_ase.descriptors.base import Descriptor
+from potlearn_ase.errors import ConfigError
+from potlearn_ase.learners.reference import Reference
+from potlearn_ase.models.linear import LinearCommittee, LinearFitConfig, fit_linear
+from potlearn_ase.selection import fps
+from potlearn_ase.selection.doptimal import extrapolation_grade, maxvol
+from potlearn_ase.selection.dpp import DPPSelector
+from potlearn_ase.selection.kernels import descriptor_features, standardize
+
+__all__ = ["PoolLearner", "PoolSettings", "add_subparser"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """Settings of a pool-based active-learning run.
+
+    Attributes
+    ----------
+    n_seed : int
+        Structures of the initial set (farthest-point sampling).
+    batch_size : int
+        Structures labelled per round.
+    budget : int
+        Labelled pool structures at most (stored ones included).
+    score : {"sigma", "gamma", "both"}
+        Committee force spread, extrapolation grade, or the mean of their ranks.
+    diversity : {"dpp", "fps", "none"}
+        How a batch is picked among the most uncertain candidates.
+    candidate_factor : int
+        The batch is picked among ``candidate_factor * batch_size`` top-scored candidates.
+    max_scored : int or None
+        Score at most this many unlabelled candidates per round (a fresh random subset each
+        round); None scores the whole pool.
+    target_rmse : float or None
+        Stop when the validation force RMSE (eV/A) is at most this.
+    reduce : {"mean", "sum"}
+        Structure features for the diversity step.
+    seed : int
+        Seeds the seed set, the subsets and the committee draws.
+    """
+
+    n_seed: int = 10
+    batch_size: int = 10
+    budget: int = 200
+    score: str = "sigma"
+    diversity: str = "dpp"
+    candidate_factor: int = 5
+    max_scored: int | None = 2000
+    target_rmse: float | None = None
+    reduce: str = "mean"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.score not in ("sigma", "gamma", "both"):
+            raise ConfigError(f"score: expected sigma, gamma or both, got {self.score!r}")
+        if self.diversity not in ("dpp", "fps", "none"):
+            raise ConfigError(f"diversity: expected dpp, fps or none, got {self.diversity!r}")
+        for key in ("n_seed", "batch_size", "budget", "candidate_factor"):
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"{key}: must be at least 1, got {getattr(self, key)}")
+
+
+class PoolLearner:
+    """Active learning over a fixed pool of candidate structures.
+
+    Parameters
+    ----------
+    pool : sequence of ase.Atoms
+        Candidates; any labels they carry are ignored (the reference labels them).
+    descriptor : Descriptor
+        Descriptor of the linear committee (and of the selection features).
+    reference : Reference
+        The labelling calculator.
+    store : LabelStore
+        Durable labels; the model is trained on every label it holds.
+    settings : PoolSettings
+    validation : sequence of ase.Atoms, optional
+        Labelled structures for the learning curve and ``target_rmse``.
+    fit_config : LinearFitConfig, optional
+    run_dir : path, optional
+        Where ``learning_curve.json``/``.png`` and ``model.pt`` are written.
+    """
+
+    def __init__(
+        self,
+        pool: Sequence[Atoms],
+        descriptor: Descriptor,
+        reference: Reference,
+        store: LabelStore,
+        *,
+        settings: PoolSettings | None = None,
+        validation: Sequence[Atoms] | None = None,
+        fit_config: LinearFitConfig | None = None,
+        run_dir: str | os.PathLike | None = None,
+    ):
+        if len(pool) == 0:
+            raise ConfigError("the pool holds no structures")
+        self.pool = [a.copy() for a in pool]
+        for a in self.pool:
+            a.calc = None
+        self.descriptor = descriptor
+        self.reference = reference
+        self.store = store
+        self.settings = settings or PoolSettings()
+        self.validation = list(validation) if validation is not None else None
+        self.fit_config = fit_config or LinearFitConfig()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.model: LinearCommittee | None = None
+        self.curve: list[dict[str, Any]] = []
+        self.n_reference_calls = 0
+        self._rng = np.random.default_rng(self.settings.seed)
+        feats, (self._atom_features, self._atom_index) = descriptor_features(
+            self.pool, descriptor, reduce=self.settings.reduce, per_atom=True
+        )
+        self.features = feats
+        self._species = np.concatenate([a.numbers for a in self.pool])
+        self.labelled = np.array([store.find(a) is not None for a in self.pool])
+        self.failed = np.array(
+            [not lab and store.find_failure(a) is not None
+             for a, lab in zip(self.pool, self.labelled)]
+        )
+        if self.labelled.any():
+            log.info("resuming: %d pool structures already labelled", int(self.labelled.sum()))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_labelled(self) -> int:
+        """Pool structures with a stored label."""
+        return int(self.labelled.sum())
+
+    @property
+    def available(self) -> np.ndarray:
+        """Indices of pool structures neither labelled nor failed."""
+        return np.flatnonzero(~self.labelled & ~self.failed)
+
+    # ------------------------------------------------------------------ labelling
+    def label(self, indices: Sequence[int]) -> list[Atoms]:
+        """Label pool structures (reusing stored labels); return the new labelled ones."""
+        out = []
+        for i in indices:
+            i = int(i)
+            atoms = self.pool[i]
+            found = self.store.find(atoms)
+            if found is not None:
+                self.labelled[i] = True
+                continue
+            res = self.reference.label(atoms)
+            self.n_reference_calls += 1
+            prov = {
+                "reference": self.reference.name,
+                "reference_params": self.reference.params,
+                "engine": "pool",
+                "pool_index": i,
+                "wall_time": float(res.wall_time),
+                "timestamp": time.time(),
+            }
+            if not res.ok or res.atoms is None:
+                self.store.append_failure(atoms, provenance=prov, error=str(res.error))
+                self.failed[i] = True
+                log.warning("reference failed on pool structure %d: %s", i, res.error)
+                continue
+            self.store.append(res.atoms, provenance=prov)
+            self.labelled[i] = True
+            out.append(res.atoms)
+        return out
+
+    # ------------------------------------------------------------------ model
+    def _seed(self) -> int:
+        return int(self._rng.integers(2**31 - 1))
+
+    def train(self, new: Sequence[Atoms] | None = None) -> LinearCommittee:
+        """Fit on every stored label, or add ``new`` labels to the current model."""
+        if self.model is None or new is None:
+            frames = self.store.frames()
+            if not frames:
+                raise ConfigError("no labelled structures to train on")
+            self.model = fit_linear(self.descriptor, frames, self.fit_config, rng=self._seed())
+        elif new:
+            self.model.update(list(new), rng=self._seed())
+        return self.model
+
+    def force_rmse(self, frames: Sequence[Atoms]) -> float:
+        """Force RMSE (eV/A) of the committee mean on labelled ``frames``."""
+        assert self.model is not None
+        err = [
+            self.model.predict(a, stress=False)["forces"].mean(0) - get_labels(a)["forces"]
+            for a in frames
+        ]
+        return float(np.sqrt(np.mean(np.concatenate([e.ravel() for e in err]) ** 2)))
+
+    # ------------------------------------------------------------------ scoring
+    def sigma(self, indices: Sequence[int]) -> np.ndarray:
+        """``max_force_std`` (uncalibrated, eV/A) of pool structures."""
+        assert self.model is not None
+        out = np.empty(len(indices))
+        for n, i in enumerate(indices):
+            F = self.model.predict(self.pool[int(i)], stress=False)["forces"]
+            out[n] = float(np.linalg.norm(F.std(0), axis=1).max())
+        return out
+
+    def gamma(self, indices: Sequence[int]) -> np.ndarray:
+        """Extrapolation grade of pool structures: the worst atom's, against a maxvol active
+        set of the labelled atoms of the same element (columns scaled by labelled RMS)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        lab_atoms = self.labelled[self._atom_index]
+        want = np.isin(self._atom_index, idx)
+        grade = np.zeros(len(self._atom_index))
+        for z in np.unique(self._species[want]):
+            train = self._atom_features[lab_atoms & (self._species == z)]
+            rows = want & (self._species == z)
+            if len(train) == 0:
+                grade[rows] = np.inf
+                continue
+            scale = np.sqrt(np.mean(train**2, axis=0))
+            scale[scale == 0] = 1.0
+            T = train / scale
+            U, s, Vt = np.linalg.svd(T, full_matrices=False)
+            r = int(np.sum(s > 1e-8 * s[0]))
+            active = T[maxvol(U[:, :r] * s[:r])] if r else T[:1]
+            grade[rows] = extrapolation_grade(active, self._atom_features[rows] / scale)
+        per = np.zeros(len(self.pool))
+        np.maximum.at(per, self._atom_index[want], grade[want])
+        return per[idx]
+
+    def score(self, indices: Sequence[int]) -> np.ndarray:
+        """The selection score of ``settings.score`` (larger = more informative)."""
+        kind = self.settings.score
+        if kind == "sigma":
+            return self.sigma(indices)
+        if kind == "gamma":
+            return self.gamma(indices)
+        ranks = [np.argsort(np.argsort(s)) for s in (self.sigma(indices), self.gamma(indices))]
+        return (ranks[0] + ranks[1]) / (2.0 * max(1, len(indices) - 1))
+
+    def pick(self, k: int) -> np.ndarray:
+        """The next ``k`` pool indices: top-scored candidates thinned for diversity."""
+        avail = self.available
+        k = min(k, len(avail))
+        if k == 0:
+            return np.zeros(0, dtype=np.int64)
+        s = self.settings
+        cand = avail
+        if s.max_scored is not None and len(cand) > s.max_scored:
+            cand = np.sort(self._rng.choice(cand, s.max_scored, replace=False))
+        score = self.score(cand)
+        score = np.where(np.isfinite(score), score, np.nanmax(score[np.isfinite(score)],
+                                                              initial=1.0) * 10)
+        order = np.argsort(-score, kind="stable")[: max(k, s.candidate_factor * k)]
+        top, top_score = cand[order], score[order]
+        if s.diversity == "none" or len(top) == k:
+            return top[:k]
+        X = standardize(self.features)[top] if self.features.shape[0] > 1 else self.features[top]
+        if s.diversity == "fps":
+            return top[fps.select(X, k, start=0)]
+        q = top_score / top_score.max() if top_score.max() > 0 else np.ones(len(top))
+        return top[DPPSelector(mode="map", standardize=False).select(X, k, quality=q)]
+
+    # ------------------------------------------------------------------ loop
+    def run(self, *, callback: Callable[[PoolLearner], None] | None = None) -> dict[str, Any]:
+        """Seed, then score - pick - label - update until the budget or the target.
+
+        ``callback(learner)`` runs after every (re)training.
+
+        Returns
+        -------
+        dict
+            Summary: labels, reference calls, failures, final validation RMSE, the curve.
+        """
+        s = self.settings
+        t0 = time.perf_counter()
+        n_seed = min(s.n_seed, s.budget, len(self.pool)) - self.n_labelled
+        if n_seed > 0:
+            avail = self.available
+            X = standardize(self.features[avail]) if len(avail) > 1 else self.features[avail]
+            self.label(avail[fps.select(X, min(n_seed, len(avail)), rng=self._seed())])
+        self.train()
+        self._record(None)
+        if callback is not None:
+            callback(self)
+        while self.n_labelled < s.budget and len(self.available) and not self._reached():
+            batch = self.pick(min(s.batch_size, s.budget - self.n_labelled))
+            new = self.label(batch)
+            prequential = self.force_rmse(new) if new else None
+            self.train(new)
+            self._record(prequential)
+            if callback is not None:
+                callback(self)
+            log.info("pool AL: %d labels, curve %s", self.n_labelled, self.curve[-1])
+        summary = {
+            "n_labelled": self.n_labelled,
+            "n_reference_calls": self.n_reference_calls,
+            "n_failed": int(self.failed.sum()),
+            "val_force_rmse": self.curve[-1].get("val_force_rmse"),
+            "wall_time_s": time.perf_counter() - t0,
+            "settings": asdict(s),
+            "curve": self.curve,
+        }
+        self._write(summary)
+        return summary
+
+    def _reached(self) -> bool:
+        target = self.settings.target_rmse
+        last = self.curve[-1].get("val_force_rmse") if self.curve else None
+        return target is not None and last is not None and last <= target
+
+    def _record(self, prequential: float | None) -> None:
+        point: dict[str, Any] = {"n_labels": self.n_labelled, "batch_force_rmse": prequential}
+        if self.validation:
+            point["val_force_rmse"] = self.force_rmse(self.validation)
+        self.curve.append(point)
+
+    def _write(self, summary: dict[str, Any]) -> None:
+        if self.run_dir is None:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "learning_curve.json", "w") as fh:
+            json.dump(summary, fh, indent=2)
+        plot_learning_curve(self.curve, self.run_dir / "learning_curve.png")
+        if self.model is not None:
+            from potlearn_ase.calculators import CommitteeCalculator
+
+            CommitteeCalculator(model=self.model).save(self.run_dir / "model.pt")
+
+
+def plot_learning_curve(curve: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Force RMSE against the number of labels (validation, and prequential per batch)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.5, 3.6), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for key, label in (("val_force_rmse", "validation"), ("batch_force_rmse", "next batch")):
+        pts = [(p["n_labels"], p[key]) for p in curve if p.get(key) is not None]
+        if pts:
+            x, y = zip(*pts)
+            ax.plot(x, y, "o-", ms=3, label=label)
+    ax.set_xlabel("labelled structures")
+    ax.set_ylabel("force RMSE (eV/A)")
+    ax.set_yscale("log")
+    ax.legend()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    return out
+
+
+# ---------------------------------------------------------------------- command
+def add_subparser(subparsers: Any) -> None:
+    """Register ``potlearn al`` on an argparse sub-parser collection."""
+    p = subparsers.add_parser(
+        "al",
+        help="pool-based active learning: label the most informative structures of a pool",
+    )
+    p.add_argument("pool", help="candidate structures (extxyz or any ASE-readable file)")
+    p.add_argument("--reference", default="emt", help="reference calculator name (emt, tblite)")
+    p.add_argument("--budget", type=int, default=200)
+    p.add_argument("--batch", type=int, default=10)
+    p.add_argument("--seed-size", type=int, default=10)
+    p.add_argument("--score", choices=["sigma", "gamma", "both"], default="sigma")
+    p.add_argument("--diversity", choices=["dpp", "fps", "none"], default="dpp")
+    p.add_argument("--max-scored", type=int, default=2000)
+    p.add_argument("--val", help="labelled validation structures (learning curve, target)")
+    p.add_argument("--target-rmse", type=float, default=None, help="stop at this force RMSE")
+    p.add_argument("--run-dir", default="al-run")
+    p.add_argument("--cutoff", type=float, default=5.0)
+    p.add_argument("--n-radial", type=int, default=6)
+    p.add_argument("--l-max", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_al)
+
+
+def _cmd_al(args: argparse.Namespace) -> int:
+    from potlearn_ase.data.io import read
+    from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+
+    pool = read(args.pool, index=":")
+    val = read(args.val, index=":") if args.val else None
+    elements = sorted({s for a in pool for s in a.get_chemical_symbols()})
+    desc = ACEDescriptor(
+        elements, ACEConfig(cutoff=args.cutoff, n_radial=args.n_radial, l_max=args.l_max)
+    )
+    settings = PoolSettings(
+        n_seed=args.seed_size,
+        batch_size=args.batch,
+        budget=args.budget,
+        score=args.score,
+        diversity=args.diversity,
+        max_scored=args.max_scored,
+        target_rmse=args.target_rmse,
+        seed=args.seed,
+    )
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with LabelStore(run_dir / "labels.h5") as store:
+        learner = PoolLearner(
+            pool, desc, Reference.from_spec(args.reference), store,
+            settings=settings, validation=val, run_dir=run_dir,
+        )
+        summary = learner.run()
+    print(f"labelled {summary['n_labelled']} of {len(pool)} structures "
+          f"({summary['n_reference_calls']} reference calls this run, "
+          f"{summary['n_failed']} failures)")
+    if summary["val_force_rmse"] is not None:
+        print(f"validation force RMSE: {summary['val_force_rmse']:.4f} eV/A")
+    print(f"learning curve: {run_dir / 'learning_curve.json'}, {run_dir / 'learning_curve.png'}")
+    return 0

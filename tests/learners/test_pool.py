@@ -1,0 +1,117 @@
+"""Pool-based active learning: better than random at equal labels, and resumable."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from potlearn_ase.data.generate import reference_md_frames
+from potlearn_ase.data.io import write
+from potlearn_ase.data.store import LabelStore
+from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+from potlearn_ase.learners.pool import PoolLearner, PoolSettings, add_subparser
+from potlearn_ase.learners.reference import Reference
+from potlearn_ase.models import LinearFitConfig, fit_linear
+
+
+def _frames(T: float, n: int, rng: int, a: float = 3.61):
+    cell = bulk("Cu", "fcc", a=a, cubic=True).repeat((2, 1, 1))  # 8 atoms
+    return reference_md_frames(T, n, every=5, atoms=cell, rng=rng)
+
+
+@pytest.fixture(scope="module")
+def data():
+    # a pool dominated by near-equilibrium frames; hot and compressed frames are rare
+    pool = _frames(300, 160, 1) + _frames(1500, 20, 2) + _frames(600, 20, 3, a=3.5)
+    val = _frames(300, 10, 11) + _frames(1500, 10, 12) + _frames(600, 10, 13, a=3.5)
+    desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=4.5, n_radial=4, l_max=2))
+    return pool, val, desc
+
+
+def _rmse(model, frames):
+    err = [model.predict(a, stress=False)["forces"].mean(0) - a.get_forces() for a in frames]
+    return float(np.sqrt(np.mean(np.concatenate([e.ravel() for e in err]) ** 2)))
+
+
+def test_pool_learner_beats_random_selection(data, tmp_path):
+    pool, val, desc = data
+    cfg = LinearFitConfig(n_members=8)
+    random = []
+    for seed in range(5):
+        idx = np.random.default_rng(seed).choice(len(pool), 20, replace=False)
+        random.append(_rmse(fit_linear(desc, [pool[i] for i in idx], cfg, rng=0), val))
+    with LabelStore(tmp_path / "labels.h5") as store:
+        learner = PoolLearner(
+            pool, desc, Reference.from_spec("emt"), store,
+            settings=PoolSettings(n_seed=5, batch_size=5, budget=20),
+            validation=val, fit_config=cfg, run_dir=tmp_path / "run",
+        )
+        summary = learner.run()
+        assert len(store) == 20
+    assert summary["n_reference_calls"] == 20 and summary["n_labelled"] == 20
+    learned = summary["val_force_rmse"]
+    assert learned == pytest.approx(_rmse(learner.model, val))
+    assert learned < 0.85 * np.mean(random), (learned, random)
+    # the uncertain minority is over-represented among the picks (10 % of the pool)
+    assert np.mean(np.flatnonzero(learner.labelled) >= 160) > 0.3
+    curve = json.loads((tmp_path / "run" / "learning_curve.json").read_text())["curve"]
+    assert [p["n_labels"] for p in curve] == [5, 10, 15, 20]
+    assert curve[-1]["val_force_rmse"] < curve[0]["val_force_rmse"]
+    assert all(p["batch_force_rmse"] > 0 for p in curve[1:])
+    assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("score, diversity", [("gamma", "fps"), ("both", "none")])
+def test_resume_never_relabels_stored_structures(data, tmp_path, score, diversity):
+    pool, _, desc = data
+    settings = PoolSettings(n_seed=4, batch_size=4, budget=12, score=score, diversity=diversity)
+    with LabelStore(tmp_path / "labels.h5") as store:
+        first = PoolLearner(pool, desc, Reference.from_spec("emt"), store, settings=settings)
+        first.run()
+        picked = set(np.flatnonzero(first.labelled).tolist())
+        assert first.n_reference_calls == 12 and len(picked) == 12
+    with LabelStore(tmp_path / "labels.h5") as store:  # rerun after a stop: nothing to do
+        again = PoolLearner(pool, desc, Reference.from_spec("emt"), store, settings=settings)
+        assert again.n_labelled == 12
+        again.run()
+        assert again.n_reference_calls == 0 and len(store) == 12
+    more = PoolSettings(n_seed=4, batch_size=4, budget=20, score=score, diversity=diversity)
+    with LabelStore(tmp_path / "labels.h5") as store:  # a larger budget: only the new ones
+        cont = PoolLearner(pool, desc, Reference.from_spec("emt"), store, settings=more)
+        cont.run()
+        assert cont.n_reference_calls == 8 and len(store) == 20
+        assert picked < set(np.flatnonzero(cont.labelled).tolist())
+
+
+def test_extrapolation_grade_flags_unseen_environments(data, tmp_path):
+    pool, _, desc = data
+    with LabelStore(tmp_path / "labels.h5") as store:
+        learner = PoolLearner(pool[:160] + pool[180:], desc, Reference.from_spec("emt"), store)
+        learner.label(range(0, 160, 8))  # only 300 K frames labelled
+        g = learner.gamma(learner.available)
+        avail = learner.available
+        assert np.median(g[avail >= 160]) > 1.0  # compressed cells extrapolate
+        assert np.median(g[avail < 160]) < np.median(g[avail >= 160])
+
+
+def test_al_command(data, tmp_path):
+    pool, val, _ = data
+    write(tmp_path / "pool.xyz", pool[::4])
+    write(tmp_path / "val.xyz", val[::3])
+    parser = argparse.ArgumentParser()
+    add_subparser(parser.add_subparsers())
+    args = parser.parse_args(
+        ["al", str(tmp_path / "pool.xyz"), "--reference", "emt", "--budget", "8", "--batch", "4",
+         "--seed-size", "4", "--val", str(tmp_path / "val.xyz"), "--run-dir",
+         str(tmp_path / "run"), "--n-radial", "3", "--cutoff", "4.5"]
+    )
+    assert args.func(args) == 0
+    summary = json.loads((tmp_path / "run" / "learning_curve.json").read_text())
+    assert summary["n_labelled"] == 8 and summary["val_force_rmse"] > 0
+    assert (tmp_path / "run" / "model.pt").exists()
+    with LabelStore(tmp_path / "run" / "labels.h5", "r") as store:
+        assert len(store) == 8
