@@ -194,7 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model")
     e.add_argument("data")
     e.set_defaults(func=_cmd_eval)
+
+    import importlib
+
+    for module in _EXTENSIONS:
+        importlib.import_module(module).add_subparser(sub)
     return p
+
+
+#: modules that register further sub-commands (each has ``add_subparser(subparsers)``)
+_EXTENSIONS = [
+    "potlearn_ase.calculators.ipi",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
