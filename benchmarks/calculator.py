@@ -48,7 +48,9 @@ def make_calculator(kind: str, members: int, dtype: str = "float64"):
     from potlearn_ase.models import LinearFitConfig, fit_linear
 
     frames = reference_md_frames(600, 6, rng=0)
-    desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=8, l_max=2), dtype=getattr(torch, dtype))
+    desc = ACEDescriptor(
+        ["Cu"], ACEConfig(cutoff=5.0, n_radial=8, l_max=2), dtype=getattr(torch, dtype)
+    )
     if kind == "emt":
         from ase.calculators.emt import EMT
 
@@ -104,7 +106,7 @@ def time_lammps_snap(atoms, steps: int) -> float | None:
             "atom_style atomic",
             "boundary p p p",
             f"read_data {data}",
-            f"pair_style snap",
+            "pair_style snap",
             f"pair_coeff * * {coeff} {param} Cu",
             "velocity all create 300 1 loop geom",
             "fix 1 all nve",
@@ -176,18 +178,27 @@ def main() -> None:
     # ratios measured side by side
     for row in rows:
         for dt in ("float64", "float32"):
-            row[f"ratio_M8_over_M1.linear_{dt}"] = row[f"us_per_atom.linear_M8_{dt}"] / row[f"us_per_atom.linear_M1_{dt}"]
-            row[f"ratio_over_emt.linear_M8_{dt}"] = row[f"us_per_atom.linear_M8_{dt}"] / row["us_per_atom.emt"]
+            row[f"ratio_M8_over_M1.linear_{dt}"] = (
+                row[f"us_per_atom.linear_M8_{dt}"] / row[f"us_per_atom.linear_M1_{dt}"]
+            )
+            row[f"ratio_over_emt.linear_M8_{dt}"] = (
+                row[f"us_per_atom.linear_M8_{dt}"] / row["us_per_atom.emt"]
+            )
             if row["us_per_atom.lammps_snap"]:
                 row[f"ratio_over_lammps_snap.linear_M8_{dt}"] = (
                     row[f"us_per_atom.linear_M8_{dt}"] / row["us_per_atom.lammps_snap"]
                 )
-        row["ratio_M8_over_M1.neural_float64"] = row["us_per_atom.neural_M8_float64"] / row["us_per_atom.neural_M1_float64"]
+        row["ratio_M8_over_M1.neural_float64"] = (
+            row["us_per_atom.neural_M8_float64"] / row["us_per_atom.neural_M1_float64"]
+        )
     keys = [k for k in rows[0] if k.startswith("us_per_atom.")]
     print(f"{'calculator (us/atom/call)':34s}" + "".join(f"{r['n_atoms']:>10d}" for r in rows))
     for k in keys:
         vals = [r[k] for r in rows]
-        print(f"{k[len('us_per_atom.'):]:34s}" + "".join(f"{v:10.1f}" if v else f"{'n/a':>10s}" for v in vals))
+        print(
+            f"{k[len('us_per_atom.') :]:34s}"
+            + "".join(f"{v:10.1f}" if v else f"{'n/a':>10s}" for v in vals)
+        )
     for prefix in ("ratio_", "peak_kB_per_atom."):
         for k in [k for k in rows[0] if k.startswith(prefix)]:
             vals = [r.get(k) for r in rows]

@@ -31,12 +31,27 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 PEER = {
-    "peer": {"reference_calls": 4, "force_rmse": 0.025, "force_rmse_1200K": None, "wall_time_s": 450},
-    "demo": {"reference_calls": 1, "force_rmse": 0.034, "force_rmse_1200K": 0.054, "wall_time_s": 330},
+    "peer": {
+        "reference_calls": 4,
+        "force_rmse": 0.025,
+        "force_rmse_1200K": None,
+        "wall_time_s": 450,
+    },
+    "demo": {
+        "reference_calls": 1,
+        "force_rmse": 0.034,
+        "force_rmse_1200K": 0.054,
+        "wall_time_s": 330,
+    },
 }
 TARGETS = {
     "peer": {"reference_calls": 4, "force_rmse": 0.025, "wall_time_s": 30},
-    "demo": {"reference_calls": 10, "force_rmse": 0.025, "force_rmse_1200K": 0.035, "wall_time_s": 120},
+    "demo": {
+        "reference_calls": 10,
+        "force_rmse": 0.025,
+        "force_rmse_1200K": 0.035,
+        "wall_time_s": 120,
+    },
 }
 
 
@@ -106,15 +121,18 @@ def main() -> None:
             }
             (HERE / "results").mkdir(exist_ok=True)
             shutil.copy(rd / "summary.json", HERE / "results" / f"otf_{name}_summary.json")
-    print(f"{'setting':8s} {'calls':>6s} {'RMSE':>8s} {'RMSE@1200':>10s} {'cover1s':>8s} "
-          f"{'wall s':>8s} {'random RMSE (same calls)':>26s} | peer calls/RMSE/s")
+    print(
+        f"{'setting':8s} {'calls':>6s} {'RMSE':>8s} {'RMSE@1200':>10s} {'cover1s':>8s} "
+        f"{'wall s':>8s} {'random RMSE (same calls)':>26s} | peer calls/RMSE/s"
+    )
     for name, r in results.items():
         p = r["peer"]
         r1200 = f"{r['force_rmse_1200K']:.4f}" if r["force_rmse_1200K"] is not None else "n/a"
         print(
             f"{name:8s} {r['reference_calls']:6d} {r['force_rmse']:8.4f} {r1200:>10s} "
             f"{r['sigma_coverage_1']:8.2f} {r['wall_time_s']:8.1f} "
-            f"{r['random_same_calls_force_rmse']:17.4f} +- {r['random_same_calls_force_rmse_std']:.4f} | "
+            f"{r['random_same_calls_force_rmse']:17.4f} "
+            f"+- {r['random_same_calls_force_rmse_std']:.4f} | "
             f"{p['reference_calls']}/{p['force_rmse']}/{p['wall_time_s']}"
         )
     out = HERE / "results" / "otf_vs_random.json"

@@ -26,7 +26,9 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", help="script names (without .py)")
     ap.add_argument("--quick", action="store_true", help="pass --quick where a script has it")
     args = ap.parse_args()
-    scripts = sorted(p for p in HERE.glob("*.py") if p.name != "run_all.py" and not p.name.startswith("_"))
+    scripts = sorted(
+        p for p in HERE.glob("*.py") if p.name != "run_all.py" and not p.name.startswith("_")
+    )
     if args.only:
         scripts = [p for p in scripts if p.stem in args.only]
     lines = [
@@ -39,7 +41,11 @@ def main() -> int:
     ]
     failed = 0
     for script in scripts:
-        cmd = [sys.executable, str(script), *(QUICK_FLAGS.get(script.name, []) if args.quick else [])]
+        cmd = [
+            sys.executable,
+            str(script),
+            *(QUICK_FLAGS.get(script.name, []) if args.quick else []),
+        ]
         print(f"== {script.name}", flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)

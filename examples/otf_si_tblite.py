@@ -52,9 +52,22 @@ def main(argv: list[str] | None = None) -> dict:
     if Path(args.run_dir).exists():
         shutil.rmtree(args.run_dir)
     summary = run_otf(config(args.steps, args.run_dir))
-    print(json.dumps({k: summary[k] for k in (
-        "steps", "reference_calls", "force_rmse", "force_rmse_by_temperature",
-        "sigma_coverage_1", "wall_time_s")}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in (
+                    "steps",
+                    "reference_calls",
+                    "force_rmse",
+                    "force_rmse_by_temperature",
+                    "sigma_coverage_1",
+                    "wall_time_s",
+                )
+            },
+            indent=2,
+        )
+    )
     return summary
 
 

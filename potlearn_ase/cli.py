@@ -24,7 +24,13 @@ from potlearn_ase.errors import PotlearnError
 __all__ = ["main", "DEMO_CONFIG"]
 
 DEMO_CONFIG: dict[str, Any] = {
-    "structure": {"bulk": "Cu", "crystalstructure": "fcc", "a": 3.61, "cubic": True, "repeat": [2, 2, 2]},
+    "structure": {
+        "bulk": "Cu",
+        "crystalstructure": "fcc",
+        "a": 3.61,
+        "cubic": True,
+        "repeat": [2, 2, 2],
+    },
     "reference": "emt",
     "model": {"kind": "linear", "cutoff": 5.0, "n_radial": 6, "l_max": 2, "n_members": 8},
     "md": {
@@ -44,17 +50,25 @@ DEMO_CONFIG: dict[str, Any] = {
 
 def _print_summary(summary: dict[str, Any]) -> None:
     print(f"MD steps:                 {summary['steps']}")
-    print(f"reference calls:          {summary['reference_calls']} "
-          f"(including {summary.get('initial_reference_calls', 0)} for the starting structure)")
-    print(f"wall time:                {summary['wall_time_s']:.1f} s "
-          f"(reference {summary['reference_time_s']:.1f} s)")
+    print(
+        f"reference calls:          {summary['reference_calls']} "
+        f"(including {summary.get('initial_reference_calls', 0)} for the starting structure)"
+    )
+    print(
+        f"wall time:                {summary['wall_time_s']:.1f} s "
+        f"(reference {summary['reference_time_s']:.1f} s)"
+    )
     if "force_rmse" in summary:
-        print(f"held-out force RMSE:      {summary['force_rmse']:.4f} eV/A "
-              f"on {summary['validation_frames']} independent reference frames")
+        print(
+            f"held-out force RMSE:      {summary['force_rmse']:.4f} eV/A "
+            f"on {summary['validation_frames']} independent reference frames"
+        )
         for T, v in summary["force_rmse_by_temperature"].items():
             print(f"  at {T:>5s} K:             {v:.4f} eV/A")
-        print(f"|error| <= sigma for      {100 * summary['sigma_coverage_1']:.1f} % "
-              "of force components (68.3 % expected)")
+        print(
+            f"|error| <= sigma for      {100 * summary['sigma_coverage_1']:.1f} % "
+            "of force components (68.3 % expected)"
+        )
     print(f"calibration alpha:        {summary['calibration']:.3f}")
 
 
@@ -71,8 +85,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
         shutil.rmtree(run_dir)
     print("potlearn demo: on-the-fly learning of fcc Cu (32 atoms) with ASE's EMT as reference,")
-    print(f"Langevin MD heating 300 -> 1200 K over {cfg['md']['steps']} steps of 2 fs, "
-          "starting from one labelled structure.")
+    print(
+        f"Langevin MD heating 300 -> 1200 K over {cfg['md']['steps']} steps of 2 fs, "
+        "starting from one labelled structure."
+    )
     summary = run_otf(cfg)
     _print_summary(summary)
     print(f"run directory: {run_dir} (summary.json, model.pt, labels.h5, plots)")
@@ -105,22 +121,30 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     elements = sorted({s for a in train for s in a.get_chemical_symbols()})
     desc = ACEDescriptor(
         elements,
-        ACEConfig(cutoff=args.cutoff, n_radial=args.n_radial, l_max=args.l_max, body_order=args.body_order),
+        ACEConfig(
+            cutoff=args.cutoff, n_radial=args.n_radial, l_max=args.l_max, body_order=args.body_order
+        ),
     )
     if args.kind == "linear":
-        model = fit_linear(desc, train, LinearFitConfig(n_members=args.members), rng=args.seed, progress=True)
+        model = fit_linear(
+            desc, train, LinearFitConfig(n_members=args.members), rng=args.seed, progress=True
+        )
     else:
         from potlearn_ase.training.trainer import NeuralTrainConfig, train_neural
 
         model, _ = train_neural(
-            desc, train, val or None,
+            desc,
+            train,
+            val or None,
             NeuralTrainConfig(n_members=args.members, epochs=args.epochs, seed=args.seed),
             progress=True,
         )
     alpha = fit_calibration(model, val) if val else 1.0
     metrics: dict[str, Any] = {"n_train": len(train), "n_val": len(val)}
     if val:
-        err = np.concatenate([(model.predict(a)["forces"].mean(0) - a.get_forces()).ravel() for a in val])
+        err = np.concatenate(
+            [(model.predict(a)["forces"].mean(0) - a.get_forces()).ravel() for a in val]
+        )
         metrics["val_force_rmse"] = float(np.sqrt(np.mean(err**2)))
     calc = CommitteeCalculator(model=model, calibration=alpha, metrics=metrics)
     calc.save(args.output)

@@ -38,8 +38,21 @@ def test_fit_then_eval(tmp_path, cu_train, cu_test, capsys):
     write(tmp_path / "train.xyz", cu_train[::2])
     write(tmp_path / "val.xyz", cu_test)
     model = tmp_path / "m.pt"
-    assert main(["fit", str(tmp_path / "train.xyz"), "--val", str(tmp_path / "val.xyz"),
-                 "-o", str(model), "--n-radial", "6"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(tmp_path / "train.xyz"),
+                "--val",
+                str(tmp_path / "val.xyz"),
+                "-o",
+                str(model),
+                "--n-radial",
+                "6",
+            ]
+        )
+        == 0
+    )
     fit = json.loads(capsys.readouterr().out)
     assert fit["val_force_rmse"] < 0.05
     assert main(["eval", str(model), str(tmp_path / "val.xyz")]) == 0

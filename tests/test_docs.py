@@ -45,9 +45,16 @@ def test_docs_site_builds(tmp_path):
     if shutil.which("mkdocs", path=os.path.dirname(sys.executable)) is None:
         pytest.skip("mkdocs is installed by the docs extra")
     out = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "mkdocs"), "build", "--strict",
-         "--site-dir", str(tmp_path / "site")],
-        cwd=ROOT, capture_output=True, text=True,
+        [
+            os.path.join(os.path.dirname(sys.executable), "mkdocs"),
+            "build",
+            "--strict",
+            "--site-dir",
+            str(tmp_path / "site"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "site" / "index.html").exists()

@@ -35,6 +35,7 @@ from potlearn_ase.models.serialize import load_model, model_from_state, model_st
 
 __all__ = ["CommitteeCalculator", "load"]
 
+
 class CommitteeCalculator(Calculator):
     """ASE calculator of a committee potential with calibrated uncertainty.
 
@@ -80,7 +81,9 @@ class CommitteeCalculator(Calculator):
         super().__init__(**kwargs)
         if isinstance(model, dict):
             tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in model["tensors"].items()}
-            model = model_from_state(model["header"], tensors, where="CommitteeCalculator(model=...)")
+            model = model_from_state(
+                model["header"], tensors, where="CommitteeCalculator(model=...)"
+            )
         self.model = model
         self.calibration = float(calibration)
         self.metrics = dict(metrics or {})
@@ -101,7 +104,9 @@ class CommitteeCalculator(Calculator):
         self.results = committee_results(pred, self.calibration)
 
     def todict(self) -> dict[str, Any]:
-        header, tensors = model_state(self.model, calibration=self.calibration, metrics=self.metrics)
+        header, tensors = model_state(
+            self.model, calibration=self.calibration, metrics=self.metrics
+        )
         return {
             "model": {"header": header, "tensors": {k: v.tolist() for k, v in tensors.items()}},
             "calibration": self.calibration,

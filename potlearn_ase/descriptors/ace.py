@@ -135,9 +135,7 @@ class ACEDescriptor(Descriptor):
         return ACEDescriptor(self.elements, self.config, dtype=self.dtype, device=device)
 
     def neighbours(self, frames: Sequence[Atoms]) -> PaddedNeighbours:
-        return padded_neighbours(
-            frames, self.config.cutoff, dtype=self.dtype, device=self.device
-        )
+        return padded_neighbours(frames, self.config.cutoff, dtype=self.dtype, device=self.device)
 
     def _species(self, frames: Sequence[Atoms]) -> torch.Tensor:
         numbers = np.concatenate([a.numbers for a in frames]) if frames else np.zeros(0, int)
@@ -201,9 +199,7 @@ class ACEDescriptor(Descriptor):
         return self._invariants(A)
 
     # ------------------------------------------------------------------ closed-form path
-    def compute_batch(
-        self, frames: Sequence[Atoms], *, derivatives: bool = True
-    ) -> ACEBatchOutput:
+    def compute_batch(self, frames: Sequence[Atoms], *, derivatives: bool = True) -> ACEBatchOutput:
         """Features of several structures, with what :meth:`ACEBatchOutput.vjp` needs."""
         nb = self.neighbours(frames)
         species = self._species(frames)
@@ -373,9 +369,7 @@ class ACEBatchOutput:
         dA[..., 0] += W[:, 0, None, :P]
         return self._pair_vjp(dA)
 
-    def linear_terms(
-        self, *, chunk: int = 64
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def linear_terms(self, *, chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Design-matrix rows of a linear model for every structure of the batch.
 
         Returns
@@ -389,9 +383,7 @@ class ACEBatchOutput:
         n = self.features.shape[0]
         onehot = torch.nn.functional.one_hot(self.species, S).to(self.features.dtype)
         per_atom = onehot[:, :, None] * self.features[:, None, :]  # (n, S, K)
-        energy_rows = per_atom.new_zeros(self.n_structures, S, K).index_add(
-            0, self.batch, per_atom
-        )
+        energy_rows = per_atom.new_zeros(self.n_structures, S, K).index_add(0, self.batch, per_atom)
         dx_cols, de_cols = [], []
         eye = torch.eye(K, dtype=self.features.dtype, device=self.features.device)
         for s in range(S):

@@ -199,7 +199,9 @@ class OnTheFlyLearner:
         pred = self.model.predict(atoms, forces=True, stress=bool(atoms.pbc.all()))
         return committee_results(pred, self.committee.calibration), pred
 
-    def step(self, atoms: Atoms, *, temperature: float | None = None) -> tuple[dict[str, Any], Decision]:
+    def step(
+        self, atoms: Atoms, *, temperature: float | None = None
+    ) -> tuple[dict[str, Any], Decision]:
         """One MD step's worth of learning: returns the results the engine should use.
 
         Every engine adapter calls this once per step with the current structure.
@@ -354,7 +356,10 @@ class OnTheFlyLearner:
 
             feats = np.stack(
                 [
-                    self.model.descriptor.compute(a, derivatives=False).features.mean(0).cpu().numpy()
+                    self.model.descriptor.compute(a, derivatives=False)
+                    .features.mean(0)
+                    .cpu()
+                    .numpy()
                     for a, _, _ in cands
                 ]
             )
@@ -367,7 +372,10 @@ class OnTheFlyLearner:
         self.label_batch([c[0] for c in cands], [c[1] for c in cands], [c[2] for c in cands])
 
     def _calibration(self) -> float:
-        if len(self.state.label_steps) < self.settings.min_calibration_labels or not self.state.ratios:
+        if (
+            len(self.state.label_steps) < self.settings.min_calibration_labels
+            or not self.state.ratios
+        ):
             return self.committee.calibration
         return float(np.quantile(np.asarray(self.state.ratios), ONE_SIGMA))
 
@@ -398,7 +406,9 @@ class OnTheFlyLearner:
         self.committee.set_model(model, calibration=self._calibration())
 
     # ------------------------------------------------------------------ ASE dynamics
-    def attach(self, dyn: Any, *, trajectory: str | os.PathLike | None = None, interval: int = 1) -> None:
+    def attach(
+        self, dyn: Any, *, trajectory: str | os.PathLike | None = None, interval: int = 1
+    ) -> None:
         """Use the learner as ``dyn``'s calculator and observe every step.
 
         The observer counts steps, keeps the last accepted state, rewinds after a rejection,
@@ -424,7 +434,10 @@ class OnTheFlyLearner:
             self._save_accepted(atoms)
             if self._traj is not None and self.state.md_step % interval == 0:
                 self._traj.write(atoms)
-            if self.run_dir is not None and self.state.md_step % self.settings.checkpoint_every == 0:
+            if (
+                self.run_dir is not None
+                and self.state.md_step % self.settings.checkpoint_every == 0
+            ):
                 self.checkpoint(atoms)
 
         dyn.attach(observe, interval=1)
@@ -443,7 +456,9 @@ class OnTheFlyLearner:
         atoms.set_momenta(self._accepted["momenta"])
 
     # ------------------------------------------------------------------ checkpoints
-    def checkpoint(self, atoms: Atoms | None = None, *, extra: dict[str, Any] | None = None) -> None:
+    def checkpoint(
+        self, atoms: Atoms | None = None, *, extra: dict[str, Any] | None = None
+    ) -> None:
         """Write the learner state (and the model) atomically to ``run_dir``."""
         if self.run_dir is None:
             return

@@ -46,6 +46,10 @@ def write_plots(
     if any(t is not None for t in temps):
         series["temperature / 100 K"] = np.array([(t or 0.0) / 100.0 for t in temps])
     paths.append(
-        str(timeseries_plot(steps, series, run_dir / "labels.png", xlabel="learner step", ylabel="count"))
+        str(
+            timeseries_plot(
+                steps, series, run_dir / "labels.png", xlabel="learner step", ylabel="count"
+            )
+        )
     )
     return paths

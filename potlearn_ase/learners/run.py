@@ -210,7 +210,9 @@ def _fit(cfg: OTFRunConfig, frames: list[Atoms], elements: list[str], seed: int)
     return model
 
 
-def _validation_frames(cfg: OTFRunConfig, start: Atoms, reference: Reference, run_dir: Path) -> list[Atoms]:
+def _validation_frames(
+    cfg: OTFRunConfig, start: Atoms, reference: Reference, run_dir: Path
+) -> list[Atoms]:
     """Independent reference MD frames, made once and kept in the run directory."""
     from potlearn_ase.data.generate import reference_md_frames
     from potlearn_ase.data.io import read, write
@@ -224,7 +226,12 @@ def _validation_frames(cfg: OTFRunConfig, start: Atoms, reference: Reference, ru
     calc = reference.make_calculator()
     for k, T in enumerate(v.temperatures_K):
         new = reference_md_frames(
-            T, v.frames, every=v.every, atoms=start, calc=calc, rng=v.seed + k,
+            T,
+            v.frames,
+            every=v.every,
+            atoms=start,
+            calc=calc,
+            rng=v.seed + k,
             timestep_fs=cfg.md.timestep_fs,
         )
         for a in new:
@@ -286,7 +293,7 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
     rng = np.random.default_rng(md.seed)
     if len(store) == 0:
         # the starting data: the first structure, rattled, labelled by the reference
-        for k in range(cfg.initial.n_labels):
+        for _ in range(cfg.initial.n_labels):
             a = start.copy()
             if cfg.initial.rattle > 0:
                 a.rattle(cfg.initial.rattle, seed=int(rng.integers(2**31)))
@@ -308,7 +315,13 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
     model = _fit(cfg, store.frames(), elements, md.seed)
     calc = CommitteeCalculator(model=model, calibration=1.0)
     learner = OnTheFlyLearner(
-        calc, reference, store, trigger, run_dir=rd, settings=OTFSettings(seed=md.seed), engine="ase"
+        calc,
+        reference,
+        store,
+        trigger,
+        run_dir=rd,
+        settings=OTFSettings(seed=md.seed),
+        engine="ase",
     )
     atoms = start.copy()
     if resume and (rd / "state.json").exists():

@@ -169,7 +169,10 @@ class LinearCommittee(CommitteeModel):
         dtype = getattr(descriptor, "dtype", torch.float64)
         device = getattr(descriptor, "device", torch.device("cpu"))
         coef_t = torch.as_tensor(np.asarray(coef), dtype=dtype, device=device)
-        if coef_t.ndim != 3 or coef_t.shape[1:] != (len(descriptor.elements), descriptor.n_features + 1):
+        if coef_t.ndim != 3 or coef_t.shape[1:] != (
+            len(descriptor.elements),
+            descriptor.n_features + 1,
+        ):
             raise ValueError(
                 f"coef must have shape (M, {len(descriptor.elements)}, "
                 f"{descriptor.n_features + 1}), got {tuple(coef_t.shape)}"

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from ase import units
 from ase.build import bulk
 from ase.md.verlet import VelocityVerlet
-from ase import units
 
 import potlearn_ase
 from potlearn_ase.calculators import CommitteeCalculator
@@ -52,8 +52,12 @@ def test_mean_forces_and_stress_are_derivatives_of_mean_energy(calc, rattled_cu)
 
     atoms = rattled_cu.copy()
     atoms.calc = calc
-    np.testing.assert_allclose(atoms.get_forces(), finite_difference_forces(energy, atoms), atol=1e-6)
-    np.testing.assert_allclose(atoms.get_stress(), finite_difference_stress(energy, atoms), atol=1e-7)
+    np.testing.assert_allclose(
+        atoms.get_forces(), finite_difference_forces(energy, atoms), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        atoms.get_stress(), finite_difference_stress(energy, atoms), atol=1e-7
+    )
 
 
 def test_calibrated_sigma_covers_errors_as_claimed(calc, cu_test):

@@ -44,7 +44,9 @@ def _structure(name: str, rattled_cuau: Atoms) -> Atoms:
 def test_forces_match_finite_differences(name, body_order, rattled_cuau):
     elements = CASES[name][0]
     atoms = _structure(name, rattled_cuau)
-    desc = ACEDescriptor(elements, ACEConfig(cutoff=4.0, n_radial=4, l_max=3, body_order=body_order))
+    desc = ACEDescriptor(
+        elements, ACEConfig(cutoff=4.0, n_radial=4, l_max=3, body_order=body_order)
+    )
     rng = np.random.default_rng(0)
     W = torch.tensor(rng.normal(size=(3, len(elements), desc.n_features)))
     out = desc.compute(atoms)
@@ -55,7 +57,9 @@ def test_forces_match_finite_differences(name, body_order, rattled_cuau):
         V = atoms.get_volume()
         fds = finite_difference_stress(_linear_energy(desc, W), atoms)
         sym = 0.5 * (de + de.transpose(1, 2)).numpy() / V
-        voigt = np.stack([sym[:, 0, 0], sym[:, 1, 1], sym[:, 2, 2], sym[:, 1, 2], sym[:, 0, 2], sym[:, 0, 1]], -1)
+        voigt = np.stack(
+            [sym[:, 0, 0], sym[:, 1, 1], sym[:, 2, 2], sym[:, 1, 2], sym[:, 0, 2], sym[:, 0, 1]], -1
+        )
         np.testing.assert_allclose(voigt, fds, atol=1e-6 * max(1.0, np.abs(fds).max()))
 
 
@@ -82,7 +86,9 @@ def test_invariance_rotation_translation_permutation(rattled_cuau):
     rotated = rattled_cuau.copy()
     rotated.rotate(37, (1, 2, 3), rotate_cell=True)
     rotated.translate((0.3, -1.1, 2.0))
-    np.testing.assert_allclose(desc.compute(rotated, derivatives=False).features.numpy(), ref, atol=1e-10)
+    np.testing.assert_allclose(
+        desc.compute(rotated, derivatives=False).features.numpy(), ref, atol=1e-10
+    )
     perm = np.random.default_rng(1).permutation(len(rattled_cuau))
     permuted = rattled_cuau[perm]
     np.testing.assert_allclose(

@@ -60,8 +60,14 @@ def test_ase_dynamics_learn_where_the_committee_is_unsure(tmp_path, cu_train, cu
     learner = _learner(tmp_path, cu_train, FixedThreshold(0.02))
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
     thermalize(atoms, 1200, np.random.default_rng(0))
-    dyn = Langevin(atoms, 2 * units.fs, temperature_K=1200, friction=0.02,
-                   rng=np.random.default_rng(1), fixcm=False)
+    dyn = Langevin(
+        atoms,
+        2 * units.fs,
+        temperature_K=1200,
+        friction=0.02,
+        rng=np.random.default_rng(1),
+        fixcm=False,
+    )
     learner.attach(dyn, trajectory=tmp_path / "md.traj", interval=10)
     dyn.run(200)
     calls = learner.n_reference_calls
@@ -87,8 +93,14 @@ def test_rejected_frames_rewind_to_the_last_accepted_state(tmp_path, cu_train):
     learner = _learner(tmp_path, cu_train, RejectOnce(FixedThreshold(1.0), reject_above=2.0))
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
     thermalize(atoms, 600, np.random.default_rng(0))
-    dyn = Langevin(atoms, 2 * units.fs, temperature_K=600, friction=0.02,
-                   rng=np.random.default_rng(1), fixcm=False)
+    dyn = Langevin(
+        atoms,
+        2 * units.fs,
+        temperature_K=600,
+        friction=0.02,
+        rng=np.random.default_rng(1),
+        fixcm=False,
+    )
     learner.attach(dyn)
     snapshots = []
     dyn.attach(lambda: snapshots.append(atoms.positions.copy()), interval=1)
@@ -153,8 +165,14 @@ def test_batch_mode_labels_a_diverse_subset_in_parallel(tmp_path, cu_train):
         )
         atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
         thermalize(atoms, 900, np.random.default_rng(0))
-        dyn = Langevin(atoms, 2 * units.fs, temperature_K=900, friction=0.02,
-                       rng=np.random.default_rng(1), fixcm=False)
+        dyn = Langevin(
+            atoms,
+            2 * units.fs,
+            temperature_K=900,
+            friction=0.02,
+            rng=np.random.default_rng(1),
+            fixcm=False,
+        )
         learner.attach(dyn)
         dyn.run(29)  # 30 learner steps: three windows of ten
     assert learner.n_reference_calls == 9
@@ -176,8 +194,13 @@ def test_learner_drives_an_optimiser_and_npt(tmp_path, cu_train):
     opt.run(fmax=0.05, steps=50)
     assert np.abs(atoms.get_forces()).max() < 0.1
     thermalize(atoms, 300, np.random.default_rng(3))
-    npt = NPTBerendsen(atoms, 2 * units.fs, temperature_K=300, pressure_au=0.0,
-                       compressibility_au=4.57e-5 / units.bar)
+    npt = NPTBerendsen(
+        atoms,
+        2 * units.fs,
+        temperature_K=300,
+        pressure_au=0.0,
+        compressibility_au=4.57e-5 / units.bar,
+    )
     learner.attach(npt)
     v0 = atoms.get_volume()
     npt.run(30)
@@ -191,14 +214,21 @@ def test_neural_committee_is_fine_tuned_after_labels(tmp_path, cu_train):
     from potlearn_ase.training.trainer import NeuralTrainConfig, train_neural
 
     desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=4.5, n_radial=4, l_max=1))
-    model, _ = train_neural(desc, cu_train[:4], None, NeuralTrainConfig(
-        n_members=3, hidden=(8,), epochs=20, device="cpu"))
+    model, _ = train_neural(
+        desc,
+        cu_train[:4],
+        None,
+        NeuralTrainConfig(n_members=3, hidden=(8,), epochs=20, device="cpu"),
+    )
     store = LabelStore(tmp_path / "labels.h5")
     for a in cu_train[:4]:
         store.append(a, provenance={"reference": "emt"})
     learner = OnTheFlyLearner(
-        CommitteeCalculator(model=model), Reference.from_spec("emt"), store,
-        FixedThreshold(1e-12), settings=OTFSettings(neural_finetune_epochs=3),
+        CommitteeCalculator(model=model),
+        Reference.from_spec("emt"),
+        store,
+        FixedThreshold(1e-12),
+        settings=OTFSettings(neural_finetune_epochs=3),
     )
     before = [p.detach().clone() for p in learner.model.parameters()]
     atoms = cu_train[25].copy()

@@ -74,4 +74,7 @@ def test_sigkill_and_resume(tmp_path, trial):
     # no structure was labelled twice: a resumed run never repeats a reference call
     assert len(set(after)) == len(after)
     assert summary["reference_calls"] == len(after) + summary["reference_failures"]
-    print(f"killed at MD step {killed_at}, {len(acknowledged)} labels acknowledged, {len(after)} at the end")
+    print(
+        f"killed at MD step {killed_at}, {len(acknowledged)} labels acknowledged, "
+        f"{len(after)} at the end"
+    )

@@ -83,6 +83,8 @@ def test_posterior_matches_closed_form_on_synthetic_data():
     np.testing.assert_allclose(post.mean, np.linalg.lstsq(A, y, rcond=None)[0], rtol=1e-6)
     assert 0.07 < np.sqrt(post.sigma2) < 0.13
     draws = post.sample(4000, rng=rng, antithetic=False)
-    np.testing.assert_allclose(np.cov(draws.T), post.cov, atol=3 * np.abs(post.cov).max() / np.sqrt(4000) * 3)
+    np.testing.assert_allclose(
+        np.cov(draws.T), post.cov, atol=3 * np.abs(post.cov).max() / np.sqrt(4000) * 3
+    )
     evid = solve_posterior(ne, lam="evidence")
     np.testing.assert_allclose(evid.mean, w_true, atol=0.05)
