@@ -42,12 +42,13 @@ from ase.calculators.calculator import Calculator, all_changes
 from potlearn_ase.calculators.committee import CommitteeCalculator, committee_results
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.data.validate import get_labels
+from potlearn_ase.learners.checkpoint import checkpoint_atoms, write_json_atomic
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.triggers import Decision, Trigger
 from potlearn_ase.models.calibration import ONE_SIGMA
 from potlearn_ase.models.linear import LinearCommittee
 
-__all__ = ["OTFSettings", "OnTheFlyLearner", "OTFCalculator"]
+__all__ = ["OTFSettings", "OnTheFlyLearner", "OTFCalculator", "checkpoint_atoms"]
 
 log = logging.getLogger(__name__)
 
@@ -486,7 +487,7 @@ class OnTheFlyLearner:
             state.update(self.checkpoint_extra())
         if extra:
             state.update(extra)
-        _write_json_atomic(self.run_dir / "state.json", state)
+        write_json_atomic(self.run_dir / "state.json", state)
 
     def load_checkpoint(self) -> dict[str, Any]:
         """Restore the learner state from ``run_dir/state.json``; returns the whole record."""
@@ -501,31 +502,6 @@ class OnTheFlyLearner:
         if "rng" in state:
             self._rng.bit_generator.state = state["rng"]
         return state
-
-
-def checkpoint_atoms(state: dict[str, Any]) -> Atoms:
-    """The MD state (positions, momenta, cell) saved in a checkpoint record."""
-    a = state["atoms"]
-    atoms = Atoms(numbers=a["numbers"], positions=a["positions"], cell=a["cell"], pbc=a["pbc"])
-    atoms.set_momenta(np.asarray(a["momenta"]))
-    return atoms
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, default=_json_default)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"cannot write {type(obj).__name__} to a checkpoint")
 
 
 class OTFCalculator(Calculator):
