@@ -56,7 +56,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     )
     print(
         f"wall time:                {summary['wall_time_s']:.1f} s "
-        f"(reference {summary["reference_time_s"]:.2f} s)"
+        f"(reference {summary['reference_time_s']:.2f} s)"
     )
     if "force_rmse" in summary:
         print(
