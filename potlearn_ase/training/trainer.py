@@ -2,7 +2,9 @@
 
 Descriptor outputs (features and their shared derivatives) are computed once per batch of
 structures and reused every epoch; only the small per-element networks are trained. Members
-differ by their initial weights and by a bootstrap resampling of the training structures.
+differ by their initial weights and by a bootstrap resampling of the training structures, both
+drawn from generators seeded by ``(seed, member index)``, and each member stops early on its
+own: a member's result does not depend on which other members train beside it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ase import Atoms
 from potlearn_ase.data.batch import resolve_device
 from potlearn_ase.data.validate import get_labels, require_labels
 from potlearn_ase.descriptors.base import Descriptor
-from potlearn_ase.models.neural import NeuralCommittee
+from potlearn_ase.models.neural import NeuralCommittee, member_seed
 
 __all__ = ["NeuralTrainConfig", "TrainingHistory", "train_neural"]
 
@@ -49,7 +51,7 @@ class NeuralTrainConfig:
     device : str
         ``"auto"`` (cuda when present), ``"cpu"`` or ``"cuda"``.
     seed : int
-        Seeds the weights, the bootstrap and the batch order.
+        Seeds the batch order, and with the member index each member's weights and bootstrap.
     """
 
     n_members: int = 8
@@ -70,11 +72,25 @@ class NeuralTrainConfig:
 
 @dataclass
 class TrainingHistory:
-    """Loss per epoch (training and validation) and the epoch kept."""
+    """Losses per epoch and the epochs kept.
+
+    Attributes
+    ----------
+    train_loss, val_loss : list of float
+        Committee-mean training and validation loss per epoch.
+    member_val_loss : list of list of float
+        Validation loss of each member per epoch (``[epoch][member]``).
+    best_epoch : int
+        Epoch of the lowest committee-mean validation loss.
+    best_epochs : list of int
+        Epoch whose weights each member kept (its own early stopping).
+    """
 
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
+    member_val_loss: list[list[float]] = field(default_factory=list)
     best_epoch: int = -1
+    best_epochs: list[int] = field(default_factory=list)
 
 
 class _Batch:
@@ -121,7 +137,7 @@ def _normalise(model: NeuralCommittee, batches: Sequence[_Batch]) -> None:
         [
             torch.stack(
                 [
-                    torch.zeros(b.out.n_structures, dtype=feats.dtype, device=feats.device).index_add(
+                    feats.new_zeros(b.out.n_structures).index_add(
                         0, b.out.batch, (b.out.species == s).to(feats.dtype)
                     )
                     for s in range(S)
@@ -148,8 +164,16 @@ def train_neural(
     *,
     init: NeuralCommittee | None = None,
     progress: bool = False,
+    members: Sequence[int] | None = None,
 ) -> tuple[NeuralCommittee, TrainingHistory]:
     """Train a neural committee on labelled structures (energies and forces).
+
+    Every member ``m`` has its own initial weights and bootstrap resample (both seeded by
+    ``(config.seed, m)`` only) and its own early stopping (it keeps the weights of its best
+    validation epoch and stops improving after ``patience`` stale epochs); only the order of
+    the batches is shared. A member therefore ends with the same weights whether it is trained
+    alone, in a committee of any size, or on another MPI rank
+    (:func:`potlearn_ase.training.mpi.train_neural_mpi`).
 
     Parameters
     ----------
@@ -164,6 +188,16 @@ def train_neural(
         Warm start: continue from these weights and normalisation (a short fine-tune).
     progress : bool
         Show a progress bar.
+    members : sequence of int, optional
+        Train only these members (global indices) of the ``config.n_members`` committee (or of
+        ``init``); default all.
+
+    Returns
+    -------
+    model : NeuralCommittee
+        The trained members, each at its best validation epoch.
+    history : TrainingHistory
+        Committee-mean losses per epoch and each member's kept epoch.
     """
     cfg = config or NeuralTrainConfig()
     device = resolve_device(cfg.device)
@@ -171,23 +205,30 @@ def train_neural(
         descriptor = descriptor.to(device)  # type: ignore[attr-defined]
     for k, a in enumerate(train):
         require_labels(a, energy=True, forces=True, where=f"training structure {k}")
+    if val:
+        for k, a in enumerate(val):
+            require_labels(a, energy=True, forces=True, where=f"validation structure {k}")
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(train))
+    bs = cfg.batch_size
     batches = [
-        _Batch(descriptor, [train[i] for i in order[s : s + cfg.batch_size]], order[s : s + cfg.batch_size])
-        for s in range(0, len(train), cfg.batch_size)
+        _Batch(descriptor, [train[i] for i in order[s : s + bs]], order[s : s + bs])
+        for s in range(0, len(train), bs)
     ]
     val_batches = (
         [
-            _Batch(descriptor, list(val[s : s + cfg.batch_size]), np.arange(s, min(len(val), s + cfg.batch_size)))
-            for s in range(0, len(val), cfg.batch_size)
+            _Batch(descriptor, list(val[s : s + bs]), np.arange(s, min(len(val), s + bs)))
+            for s in range(0, len(val), bs)
         ]
         if val
         else batches
     )
+    total = cfg.n_members if init is None else init.n_members
     if init is not None:
         model = copy.deepcopy(init).to(device)
         model.descriptor = descriptor
+        if members is not None:
+            model = model.subset(members)
     else:
         model = NeuralCommittee(
             descriptor,
@@ -195,24 +236,40 @@ def train_neural(
             hidden=cfg.hidden,
             activation=cfg.activation,
             seed=cfg.seed,
+            members=members,
         ).to(device)
         _normalise(model, batches)
+    hist = TrainingHistory()
     M = model.n_members
+    hist.best_epochs = [-1] * M
+    if M == 0:
+        model.eval()
+        return model, hist
     boot = None
-    if cfg.bootstrap and M > 1:
-        counts = np.stack([np.bincount(rng.integers(0, len(train), len(train)), minlength=len(train)) for _ in range(M)])
+    if cfg.bootstrap and total > 1:
+        n = len(train)
+        counts = np.stack(
+            [
+                np.bincount(
+                    np.random.default_rng(member_seed(cfg.seed, m, 1)).integers(0, n, n),
+                    minlength=n,
+                )
+                for m in model.members
+            ]
+        )
         boot = torch.as_tensor(counts, dtype=batches[0].energy.dtype, device=device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_decay)
-    hist = TrainingHistory()
-    best = float("inf")
-    best_state = copy.deepcopy(model.state_dict())
+    params = list(model.parameters())
+    best_params = [p.detach().clone() for p in params]
+    best = torch.full((M,), float("inf"), dtype=torch.float64)
+    stale = torch.zeros(M, dtype=torch.int64)
+    active = torch.ones(M, dtype=torch.bool)
     epochs = range(cfg.epochs)
     if progress:
         from tqdm.auto import tqdm
 
         epochs = tqdm(epochs, desc="training", unit="epoch")
-    stale = 0
     for epoch in epochs:
         model.train()
         total = 0.0
@@ -225,18 +282,29 @@ def train_neural(
             opt.step()
             total += float(loss.detach()) / M
         sched.step()
-        vl = sum(float(_loss(model, b, cfg, None).detach().mean()) for b in val_batches) / len(val_batches)
+        with torch.no_grad():
+            vl_t = sum(_loss(model, b, cfg, None).detach() for b in val_batches)
+            vl = (vl_t / len(val_batches)).to("cpu", torch.float64)
         hist.train_loss.append(total / len(batches))
-        hist.val_loss.append(vl)
-        if vl < best * (1 - 1e-4):
-            best, stale = vl, 0
-            best_state = copy.deepcopy(model.state_dict())
-            hist.best_epoch = epoch
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                log.info("early stop at epoch %d (best %d)", epoch, hist.best_epoch)
-                break
-    model.load_state_dict(best_state)
+        hist.val_loss.append(float(vl.mean()))
+        hist.member_val_loss.append(vl.tolist())
+        improved = active & (vl < best * (1 - 1e-4))
+        stale = torch.where(improved, torch.zeros_like(stale), stale + active.to(torch.int64))
+        if bool(improved.any()):
+            best = torch.where(improved, vl, best)
+            sel = improved.to(params[0].device)
+            with torch.no_grad():
+                for p, bp in zip(params, best_params):
+                    bp[sel] = p.detach()[sel]
+            for m in torch.nonzero(improved).reshape(-1).tolist():
+                hist.best_epochs[m] = epoch
+        active &= stale < cfg.patience
+        if not bool(active.any()):
+            log.info("early stop at epoch %d (members kept epochs %s)", epoch, hist.best_epochs)
+            break
+    with torch.no_grad():
+        for p, bp in zip(params, best_params):
+            p.copy_(bp)
+    hist.best_epoch = int(np.argmin(hist.val_loss)) if hist.val_loss else -1
     model.eval()
     return model, hist

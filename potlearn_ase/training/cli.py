@@ -1,0 +1,156 @@
+"""``potlearn train``: fit a committee, on one process or across MPI ranks.
+
+::
+
+    potlearn train train.xyz --committee 8 --kind linear -o model.pt [--val val.xyz]
+    mpiexec -n 2 potlearn train train.xyz --committee 8 --kind neural -o model.pt
+
+Under ``mpiexec`` the structures are read on rank 0 and broadcast once; linear fits split the
+accumulation of the normal equations, neural fits split the members
+(:mod:`potlearn_ase.training.mpi`); rank 0 writes the model. The result equals the serial one
+for the same ``--seed``. ``python -m potlearn_ase.training.cli train ...`` runs the same
+command without the ``potlearn`` entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+__all__ = ["add_subparser", "main", "run_train"]
+
+log = logging.getLogger(__name__)
+
+
+def add_subparser(subparsers: Any) -> None:
+    """Register ``train`` on an ``argparse`` sub-parser collection."""
+    p = subparsers.add_parser(
+        "train",
+        help="fit a committee to labelled structures (serial or under mpiexec)",
+        description="Fit a linear or neural committee; under mpiexec the work is split "
+        "across ranks and rank 0 writes the model.",
+    )
+    p.add_argument("train", help="labelled training structures (extxyz or any ASE format)")
+    p.add_argument("-o", "--output", default="model.pt", help="model file (default model.pt)")
+    p.add_argument("--val", help="validation structures: early stopping, calibration, metrics")
+    p.add_argument("--kind", choices=["linear", "neural"], default="linear")
+    p.add_argument("--committee", type=int, default=8, metavar="M", help="committee size")
+    p.add_argument("--cutoff", type=float, default=5.0, help="descriptor cutoff (Angstrom)")
+    p.add_argument("--n-radial", type=int, default=8)
+    p.add_argument("--l-max", type=int, default=2)
+    p.add_argument("--body-order", type=int, default=3)
+    p.add_argument("--hidden", type=int, nargs="+", default=[32, 32], help="neural layer widths")
+    p.add_argument("--epochs", type=int, default=200, help="neural: maximum epochs")
+    p.add_argument("--patience", type=int, default=50, help="neural: early-stopping patience")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="structures per batch (neural: per optimiser step; linear: per unit of work)",
+    )
+    p.add_argument("--lr", type=float, default=3e-3, help="neural: Adam learning rate")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (torch device)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``potlearn train`` from parsed arguments; returns the exit code."""
+    import numpy as np
+
+    from potlearn_ase.calculators import CommitteeCalculator
+    from potlearn_ase.data.batch import resolve_device
+    from potlearn_ase.data.io import read
+    from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+    from potlearn_ase.errors import ConfigError, PotlearnError
+    from potlearn_ase.models import LinearFitConfig, fit_calibration
+    from potlearn_ase.training.mpi import broadcast, fit_linear_mpi, train_neural_mpi, world
+
+    if args.committee < 1:
+        raise ConfigError(f"--committee must be at least 1, got {args.committee}")
+    comm = world()
+    rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
+    data: Any = None
+    if rank == 0:
+        # ASE's readers are collective once mpi4py is loaded; rank 0 reads alone here
+        kw: dict[str, Any] = {} if comm is None else {"parallel": False}
+        try:
+            data = (list(read(args.train, **kw)), list(read(args.val, **kw)) if args.val else [])
+        except (PotlearnError, OSError) as exc:
+            if comm is None:
+                raise
+            data = exc  # every rank stops with rank 0's error instead of waiting for data
+    data = broadcast(data, comm)
+    if isinstance(data, Exception):
+        raise data
+    train, val = data
+    elements = sorted({s for a in train for s in a.get_chemical_symbols()})
+    desc = ACEDescriptor(
+        elements,
+        ACEConfig(
+            cutoff=args.cutoff, n_radial=args.n_radial, l_max=args.l_max, body_order=args.body_order
+        ),
+        device=resolve_device(args.device),
+    )
+    if args.kind == "linear":
+        model = fit_linear_mpi(
+            desc,
+            train,
+            LinearFitConfig(n_members=args.committee, batch_size=args.batch_size),
+            rng=args.seed,
+            comm=comm,
+        )
+    else:
+        from potlearn_ase.training.trainer import NeuralTrainConfig
+
+        cfg = NeuralTrainConfig(
+            n_members=args.committee,
+            hidden=tuple(args.hidden),
+            epochs=args.epochs,
+            patience=args.patience,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            device=args.device,
+            seed=args.seed,
+        )
+        model, _ = train_neural_mpi(desc, train, val or None, cfg, comm=comm)
+    if rank != 0:
+        return 0
+    alpha = fit_calibration(model, val) if val else 1.0
+    metrics: dict[str, Any] = {
+        "n_train": len(train),
+        "n_val": len(val),
+        "mpi_ranks": size,
+        "kind": args.kind,
+    }
+    if val:
+        err = np.concatenate(
+            [(model.predict(a)["forces"].mean(0) - a.get_forces()).ravel() for a in val]
+        )
+        metrics["val_force_rmse"] = float(np.sqrt(np.mean(err**2)))
+    calc = CommitteeCalculator(model=model, calibration=alpha, metrics=metrics)
+    calc.save(args.output)
+    print(json.dumps({"model": str(args.output), "calibration": alpha, **metrics}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m potlearn_ase.training.cli train ...``."""
+    from potlearn_ase.errors import PotlearnError
+
+    parser = argparse.ArgumentParser(prog="potlearn")
+    add_subparser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (PotlearnError, OSError) as exc:
+        print(f"potlearn train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
