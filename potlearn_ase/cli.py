@@ -231,6 +231,7 @@ _EXTENSIONS = [
     "potlearn_ase.calculators.ipi",
     "potlearn_ase.selection.cli",
     "potlearn_ase.learners.pool",
+    "potlearn_ase.training.cli",
 ]
 
 
