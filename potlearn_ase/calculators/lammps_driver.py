@@ -204,6 +204,62 @@ class LammpsDriver:
         self.n_calls += 1
 
 
+def native_snap_commands(
+    commands: Sequence[str], model: Any, prefix: str | os.PathLike
+) -> list[str]:
+    """The deck with ``pair_style zero`` and ``fix external`` replaced by ``pair_style snap``.
+
+    ``model`` is a linear committee on a SNAP descriptor; its mean coefficients are written
+    to ``prefix.snapcoeff`` / ``prefix.snapparam`` and LAMMPS evaluates them natively (all
+    MPI ranks, LAMMPS speed; no uncertainty at run time).
+    """
+    from potlearn_ase.models.snap_export import snap_pair_commands, write_snap_files
+
+    if getattr(model.descriptor, "family", None) != "snap" or not hasattr(model, "mean_coef"):
+        raise ConfigError("--native needs a linear model on a SNAP descriptor")
+    coeff, param = write_snap_files(model.mean_coef(), model.descriptor, Path(prefix))
+    pair = snap_pair_commands(model.descriptor, coeff, param)
+    out: list[str] = []
+    fix_ids: set[str] = set()
+    replaced = False
+    for cmd in commands:
+        words = shlex.split(cmd)
+        if words[:2] == ["pair_style", "zero"]:
+            out += pair
+            replaced = True
+        elif (
+            words[:1] == ["pair_coeff"]
+            and replaced
+            and words[1:3] == ["*", "*"]
+            and len(words) == 3
+        ):
+            continue
+        elif len(words) >= 4 and words[0] == "fix" and words[3] == "external":
+            fix_ids.add(words[1])
+        elif words[:1] == ["fix_modify"] and len(words) > 1 and words[1] in fix_ids:
+            continue
+        else:
+            out.append(cmd)
+    if not replaced:
+        raise ConfigError("the deck has no 'pair_style zero' line to replace with pair_style snap")
+    return out
+
+
+def snap_reexport_hook(prefix: str | os.PathLike) -> Callable[[Any, Atoms], None]:
+    """A learner hook (``learner.on_label.append(...)``) that re-exports the SNAP files.
+
+    After every retrain the ``pair_style snap`` coefficient and parameter files at ``prefix``
+    hold the new committee mean, so a native LAMMPS run can pick up the learned potential.
+    """
+    from potlearn_ase.models.snap_export import write_snap_files
+
+    def hook(learner: Any, _atoms: Atoms) -> None:
+        model = learner.model
+        write_snap_files(model.mean_coef(), model.descriptor, Path(prefix))
+
+    return hook
+
+
 # ---------------------------------------------------------------------- the command line
 def _learner_for(model_path: str, config_path: str, elements: Sequence[str]) -> Any:
     """An on-the-fly learner from a ``--learn`` configuration (reference, trigger, run_dir)."""
@@ -276,6 +332,19 @@ def _cmd_lammps(args: Any) -> int:
                 indent=2,
             )
         )
+    elif args.native:
+        calc = potlearn_ase.load(args.model)
+        prefix = Path(args.deck).with_suffix("").name + "_potlearn"
+        native = native_snap_commands(commands, calc.model, Path(args.deck).parent / prefix)
+        args_var: list[str] = []
+        for k, v in variables.items():
+            args_var += ["-var", str(k), str(v)]
+        lmp = new_lammps(args=args_var)
+        for cmd in native:
+            lmp.command(cmd)
+        print(json.dumps({"native": True, "energy": lmp.get_thermo("pe")}))
+        lmp.close()
+        return 0
     else:
         calc = potlearn_ase.load(args.model)
         driver = LammpsDriver(args.deck, calc, elements=elements, variables=variables).run()
@@ -296,6 +365,11 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("deck", help="LAMMPS input with pair_style zero and fix external pf/callback")
     p.add_argument("--model", required=True, help="model file (potlearn fit / otf)")
     p.add_argument("--learn", metavar="CONFIG", help="YAML: reference, trigger, run_dir, settings")
+    p.add_argument(
+        "--native",
+        action="store_true",
+        help="run a linear SNAP model natively with pair_style snap (no callback)",
+    )
     p.add_argument("--elements", nargs="+", help="element of each LAMMPS atom type")
     p.add_argument("--var", action="append", metavar="NAME=VALUE", help="LAMMPS -var setting")
     p.set_defaults(func=_cmd_lammps)

@@ -174,3 +174,44 @@ def test_two_ranks_are_refused_clearly():
     )
     assert out.returncode != 0
     assert "one MPI rank" in out.stderr
+
+
+def test_native_snap_matches_the_callback(cu_train, tmp_path):
+    from potlearn_ase.calculators import CommitteeCalculator
+    from potlearn_ase.calculators.lammps_driver import native_snap_commands
+    from potlearn_ase.descriptors.snap import SNAPConfig, SNAPDescriptor
+    from potlearn_ase.models import LinearFitConfig, fit_linear
+
+    desc = SNAPDescriptor(["Cu"], SNAPConfig(twojmax=6, rcutfac=4.7))
+    model = fit_linear(desc, cu_train[:6], LinearFitConfig(n_members=1))
+    deck = _deck(BRIDGE, steps=0)
+    callback = LammpsDriver(deck, CommitteeCalculator(model=model), elements=["Cu"]).run()
+    native = new_lammps()
+    for c in native_snap_commands(deck, model, tmp_path / "cu"):
+        native.command(c)
+    assert native.get_thermo("pe") == pytest.approx(callback.lmp.get_thermo("pe"), rel=1e-8)
+    _, fn = _state(native)
+    _, fb = _state(callback.lmp)
+    np.testing.assert_allclose(fn, fb, atol=1e-7)
+
+
+def test_learner_reexports_snap_files_after_each_label(cu_train, tmp_path):
+    from potlearn_ase.calculators import CommitteeCalculator
+    from potlearn_ase.calculators.lammps_driver import snap_reexport_hook
+    from potlearn_ase.data.store import LabelStore
+    from potlearn_ase.descriptors.snap import SNAPConfig, SNAPDescriptor
+    from potlearn_ase.learners import FixedThreshold, OnTheFlyLearner, Reference
+    from potlearn_ase.models import LinearFitConfig, fit_linear
+
+    desc = SNAPDescriptor(["Cu"], SNAPConfig(twojmax=4, rcutfac=4.7))
+    model = fit_linear(desc, cu_train[:2], LinearFitConfig(n_members=4))
+    store = LabelStore(tmp_path / "labels.h5")
+    learner = OnTheFlyLearner(
+        CommitteeCalculator(model=model), Reference.from_spec("emt"), store, FixedThreshold(1e-12)
+    )
+    learner.on_label.append(snap_reexport_hook(tmp_path / "cu"))
+    learner.step(cu_train[10])
+    coeff = (tmp_path / "cu.snapcoeff").read_text().split()
+    mean = learner.model.mean_coef()
+    assert float(coeff[-1]) == pytest.approx(mean[0, -1], rel=1e-12)
+    store.close()
