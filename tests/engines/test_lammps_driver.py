@@ -60,7 +60,7 @@ def test_bridge_reproduces_native_lennard_jones_step_by_step():
         native.command(c)
     calc = LennardJones(sigma=2.3, epsilon=0.4, rc=5.5)
     bridge = LammpsDriver(_deck(BRIDGE, steps=0), calc, elements=["Cu"]).run()
-    for step in range(3):  # step 0, then after 10 and 20 more steps
+    for _ in range(3):  # step 0, then after 10 and 20 more steps
         xn, fn = _state(native)
         xb, fb = _state(bridge.lmp)
         np.testing.assert_allclose(xb, xn, atol=1e-9)
