@@ -121,17 +121,33 @@ def time_lammps_snap(atoms, steps: int) -> float | None:
     return dt / steps / len(atoms) * 1e6
 
 
-def peak_memory_per_atom(kind: str, members: int, n_atoms: int, dtype: str) -> float:
-    """Peak RSS growth per atom (kB) of one energy+forces+std call, in a fresh process."""
+def peak_memory_per_atom(model_file: str | None, n_atoms: int, dtype: str) -> float:
+    """Peak RSS growth per atom (kB) of one energy+forces+std call, in a fresh process.
+
+    The model is loaded from a file (no fitting in that process) and warmed up on a 4-atom
+    cell; the peak resident set (reset through ``/proc/self/clear_refs``) grows over the
+    resident set before the call by this much, divided by the atom count.
+    """
     code = f"""
-import resource, sys
+import sys
 sys.path.insert(0, {str(HERE)!r})
-from calculator import cell, make_calculator
-atoms = cell({n_atoms}); calc = make_calculator({kind!r}, {members}, {dtype!r})
+from calculator import cell
+atoms = cell({n_atoms})
+if {model_file!r} is None:
+    from ase.calculators.emt import EMT
+    calc = EMT()
+else:
+    import potlearn_ase
+    calc = potlearn_ase.load({model_file!r}, dtype={dtype!r})
 small = atoms[:4].copy(); small.calc = calc; small.get_forces()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1])
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
+base = status("VmRSS")
 atoms.calc = calc; atoms.get_forces()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / len(atoms))
+print((status("VmHWM") - base) / len(atoms))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -155,6 +171,15 @@ def main() -> None:
         ("neural", 8, "float64"),
     ]
     calcs = {c: make_calculator(*c) for c in configs}
+    import tempfile
+
+    tmp = tempfile.TemporaryDirectory()
+    model_files: dict[tuple[str, int, str], str | None] = {}
+    for c, calc in calcs.items():
+        if c[0] == "emt":
+            model_files[c] = None
+        else:
+            model_files[c] = str(calc.save(Path(tmp.name) / f"{c[0]}_{c[1]}_{c[2]}.pt"))
     rows = []
     for n in sizes:
         atoms = cell(n)
@@ -173,7 +198,7 @@ def main() -> None:
         if not args.no_memory:
             for c in configs:
                 key = f"{c[0]}_M{c[1]}_{c[2]}" if c[0] != "emt" else "emt"
-                row[f"peak_kB_per_atom.{key}"] = peak_memory_per_atom(c[0], c[1], n, c[2])
+                row[f"peak_kB_per_atom.{key}"] = peak_memory_per_atom(model_files[c], n, c[2])
         rows.append(row)
     # ratios measured side by side
     for row in rows:
@@ -202,7 +227,7 @@ def main() -> None:
     for prefix in ("ratio_", "peak_kB_per_atom."):
         for k in [k for k in rows[0] if k.startswith(prefix)]:
             vals = [r.get(k) for r in rows]
-            print(f"{k:34s}" + "".join(f"{v:10.2f}" if v else f"{'n/a':>10s}" for v in vals))
+            print(f"{k:34s}" + "".join(f"{v:10.2f}" if v is not None else f"{'n/a':>10s}" for v in vals))
     out = HERE / "results" / "calculator.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "cpu_count": os.cpu_count()}, indent=2))
