@@ -227,7 +227,8 @@ def main() -> None:
     for prefix in ("ratio_", "peak_kB_per_atom."):
         for k in [k for k in rows[0] if k.startswith(prefix)]:
             vals = [r.get(k) for r in rows]
-            print(f"{k:34s}" + "".join(f"{v:10.2f}" if v is not None else f"{'n/a':>10s}" for v in vals))
+            cells = (f"{v:10.2f}" if v is not None else f"{'n/a':>10s}" for v in vals)
+            print(f"{k:34s}" + "".join(cells))
     out = HERE / "results" / "calculator.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "cpu_count": os.cpu_count()}, indent=2))
