@@ -239,3 +239,22 @@ def test_neural_committee_is_fine_tuned_after_labels(tmp_path, cu_train):
     assert any(not np.allclose(a.detach().numpy(), b.numpy()) for a, b in zip(after, before))
     assert len(store) == 5
     store.close()
+
+
+def test_run_from_a_structure_file_with_two_elements(tmp_path):
+    from ase.build import bulk as build_bulk
+
+    from potlearn_ase.data.io import write
+
+    start = build_bulk("Cu", "fcc", a=3.7, cubic=True).repeat((2, 2, 1))
+    start.numbers[::4] = 79  # Cu3Au-like ordering, EMT knows both
+    write(tmp_path / "start.xyz", [start])
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    cfg.update(run_dir=str(tmp_path / "run"), progress=False, validation=None)
+    cfg["structure"] = {"file": str(tmp_path / "start.xyz")}
+    cfg["md"].update(steps=60, temperature_K=600.0)
+    cfg["trigger"] = {"kind": "fixed", "max_force_std": 0.02, "min_gap": 10}
+    summary = run_otf(cfg)
+    assert summary["reference_calls"] >= 2
+    with LabelStore(tmp_path / "run" / "labels.h5", mode="r") as store:
+        assert set(store[0].get_chemical_symbols()) == {"Cu", "Au"}
