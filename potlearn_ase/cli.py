@@ -109,12 +109,10 @@ def _cmd_otf(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    import numpy as np
 
-    from potlearn_ase.calculators import CommitteeCalculator
     from potlearn_ase.data.io import read
     from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
-    from potlearn_ase.models import LinearFitConfig, fit_calibration, fit_linear
+    from potlearn_ase.models import LinearFitConfig, fit_linear
 
     train = list(read(args.train))
     val = list(read(args.val)) if args.val else []
@@ -139,17 +137,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             NeuralTrainConfig(n_members=args.members, epochs=args.epochs, seed=args.seed),
             progress=True,
         )
-    alpha = fit_calibration(model, val) if val else 1.0
-    metrics: dict[str, Any] = {"n_train": len(train), "n_val": len(val)}
-    if val:
-        err = np.concatenate(
-            [(model.predict(a)["forces"].mean(0) - a.get_forces()).ravel() for a in val]
-        )
-        metrics["val_force_rmse"] = float(np.sqrt(np.mean(err**2)))
-    calc = CommitteeCalculator(model=model, calibration=alpha, metrics=metrics)
-    calc.save(args.output)
-    print(json.dumps({"model": str(args.output), "calibration": alpha, **metrics}, indent=2))
-    return 0
+    from potlearn_ase.training.cli import save_calibrated
+
+    return save_calibrated(model, train, val, args.output)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["add_subparser", "main", "run_train"]
@@ -59,14 +60,12 @@ def add_subparser(subparsers: Any) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Run ``potlearn train`` from parsed arguments; returns the exit code."""
-    import numpy as np
 
-    from potlearn_ase.calculators import CommitteeCalculator
     from potlearn_ase.data.batch import resolve_device
     from potlearn_ase.data.io import read
     from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
     from potlearn_ase.errors import ConfigError, PotlearnError
-    from potlearn_ase.models import LinearFitConfig, fit_calibration
+    from potlearn_ase.models import LinearFitConfig
     from potlearn_ase.training.mpi import broadcast, fit_linear_mpi, train_neural_mpi, world
 
     if args.committee < 1:
@@ -119,21 +118,28 @@ def run_train(args: argparse.Namespace) -> int:
         model, _ = train_neural_mpi(desc, train, val or None, cfg, comm=comm)
     if rank != 0:
         return 0
+    return save_calibrated(model, train, val, args.output, mpi_ranks=size, kind=args.kind)
+
+
+def save_calibrated(
+    model: Any, train: Sequence[Any], val: Sequence[Any], output: str, **extra: Any
+) -> int:
+    """Calibrate on ``val`` (when given), save with metrics, print them as JSON."""
+    import numpy as np
+
+    from potlearn_ase.calculators import CommitteeCalculator
+    from potlearn_ase.models import fit_calibration
+
     alpha = fit_calibration(model, val) if val else 1.0
-    metrics: dict[str, Any] = {
-        "n_train": len(train),
-        "n_val": len(val),
-        "mpi_ranks": size,
-        "kind": args.kind,
-    }
+    metrics: dict[str, Any] = {"n_train": len(train), "n_val": len(val), **extra}
     if val:
         err = np.concatenate(
             [(model.predict(a)["forces"].mean(0) - a.get_forces()).ravel() for a in val]
         )
         metrics["val_force_rmse"] = float(np.sqrt(np.mean(err**2)))
     calc = CommitteeCalculator(model=model, calibration=alpha, metrics=metrics)
-    calc.save(args.output)
-    print(json.dumps({"model": str(args.output), "calibration": alpha, **metrics}, indent=2))
+    calc.save(output)
+    print(json.dumps({"model": str(output), "calibration": alpha, **metrics}, indent=2))
     return 0
 
 
