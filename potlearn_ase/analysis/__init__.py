@@ -34,3 +34,41 @@ __all__ = [
     "rmse",
     "timeseries_plot",
 ]
+
+from potlearn_ase.analysis.hyperopt import (  # noqa: E402
+    HyperoptConfig,
+    SearchSpace,
+    pareto_front,
+    pareto_plot,
+    run_hyperopt,
+)
+from potlearn_ase.analysis.qoi import (  # noqa: E402
+    QoI,
+    QoIReport,
+    compute_qois,
+    phonon_band_plot,
+    posterior_committee,
+)
+from potlearn_ase.analysis.sensitivity import (  # noqa: E402
+    qoi_sensitivity,
+    sensitivity_plot,
+    sensitivity_table,
+    training_influence,
+)
+
+__all__ += [
+    "HyperoptConfig",
+    "QoI",
+    "QoIReport",
+    "SearchSpace",
+    "compute_qois",
+    "pareto_front",
+    "pareto_plot",
+    "phonon_band_plot",
+    "posterior_committee",
+    "qoi_sensitivity",
+    "run_hyperopt",
+    "sensitivity_plot",
+    "sensitivity_table",
+    "training_influence",
+]

@@ -1,0 +1,169 @@
+"""Sub-commands ``potlearn hyperopt`` and ``potlearn qoi``.
+
+::
+
+    potlearn hyperopt config.yaml [--output-dir DIR] [--method tpe] [--n-trials 30]
+    potlearn qoi model.pt --structure bulk:Cu:fcc:3.61 [--reference emt] [--samples 64]
+                 [--qoi eos,elastic,vacancy,phonons,rdf] [--plot bands.png] [--json qoi.json]
+
+Each module-level ``add_*_subparser(subparsers)`` registers one sub-command whose ``func``
+takes the parsed namespace and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from ase import Atoms
+
+from potlearn_ase.errors import ConfigError
+
+__all__ = ["add_hyperopt_subparser", "add_qoi_subparser", "add_subparser", "structure_from_spec"]
+
+
+def structure_from_spec(spec: str) -> Atoms:
+    """A unit cell from ``bulk:<symbol>:<structure>:<a>[:cubic]`` or a structure file.
+
+    Examples: ``bulk:Cu:fcc:3.61`` (primitive fcc Cu, a = 3.61 A), ``bulk:Fe:bcc:2.87:cubic``,
+    ``cell.xyz`` (the last frame of any file :func:`ase.io.read` takes).
+    """
+    if spec.startswith("bulk:"):
+        from ase.build import bulk
+
+        parts = spec.split(":")[1:]
+        if len(parts) < 2 or len(parts) > 4:
+            raise ConfigError(
+                f"structure {spec!r}: expected bulk:<symbol>:<structure>[:<a>][:cubic]"
+            )
+        kwargs: dict[str, Any] = {"crystalstructure": parts[1]}
+        rest = parts[2:]
+        if rest and rest[-1] == "cubic":
+            kwargs["cubic"] = True
+            rest = rest[:-1]
+        if rest:
+            try:
+                kwargs["a"] = float(rest[0])
+            except ValueError:
+                raise ConfigError(
+                    f"structure {spec!r}: lattice constant {rest[0]!r} is not a number"
+                ) from None
+        try:
+            return bulk(parts[0], **kwargs)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ConfigError(f"structure {spec!r}: {exc}") from None
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"structure file not found: {path}")
+    from ase.io import read
+
+    atoms = read(path, index=-1)
+    assert isinstance(atoms, Atoms)
+    if not atoms.pbc.all():
+        raise ConfigError(f"{path}: the QoIs need a fully periodic cell")
+    return atoms
+
+
+# --------------------------------------------------------------------------- hyperopt
+def _cmd_hyperopt(args: argparse.Namespace) -> int:
+    from potlearn_ase.analysis.hyperopt import HyperoptConfig, run_hyperopt
+    from potlearn_ase.config import from_mapping, read_config_file
+
+    config = from_mapping(HyperoptConfig, read_config_file(args.config))
+    changes: dict[str, Any] = {}
+    if args.method is not None:
+        changes["method"] = args.method
+    if args.n_trials is not None:
+        changes["n_trials"] = args.n_trials
+    if changes:
+        config = dataclasses.replace(config, **changes)
+    out = args.output_dir or config.output_dir or "hyperopt"
+    result = run_hyperopt(config, output_dir=out, progress=not args.quiet)
+    print(f"{'#':>3} {'error':>9} {'F rmse':>9} {'E rmse':>9} {'us/atom':>8} {'loss':>9}  params")
+    front = {t.number for t in result.pareto()}
+    for t in result.trials:
+        mark = "*" if t.number in front else " "
+        print(f"{t.number:>3} {t.error:>9.4g} {t.force_rmse:>9.4g} {t.energy_rmse:>9.3g} "
+              f"{t.cost_us_per_atom:>8.1f} {t.loss:>9.4g} {mark} {t.params}")
+    print(f"best (lowest loss): trial {result.best.number}: {result.best.params}")
+    print(f"(* Pareto front)  wrote {Path(out) / 'trials.json'} and {Path(out) / 'pareto.png'}")
+    return 0
+
+
+def add_hyperopt_subparser(subparsers: Any) -> None:
+    """Register ``potlearn hyperopt config.yaml``."""
+    p = subparsers.add_parser(
+        "hyperopt", help="optimise linear-ACE hyperparameters on validation data"
+    )
+    p.add_argument("config", help="YAML: train, val, space, method, n_trials, cost_weight, ...")
+    p.add_argument("--output-dir", default=None, help="where trials.json and pareto.png go")
+    p.add_argument("--method", choices=["grid", "random", "lhs", "tpe"], default=None)
+    p.add_argument("--n-trials", type=int, default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_hyperopt)
+
+
+# --------------------------------------------------------------------------- qoi
+def _cmd_qoi(args: argparse.Namespace) -> int:
+    import potlearn_ase
+    from potlearn_ase.analysis.qoi import compute_qois, phonon_band_plot, posterior_committee
+
+    calc = potlearn_ase.load(args.model)
+    atoms = structure_from_spec(args.structure)
+    which = tuple(w.strip() for w in args.qoi.split(",") if w.strip())
+    source: Any = calc.model
+    if args.samples is not None:
+        source = posterior_committee(calc.model, args.samples, rng=args.seed)
+    calibration = calc.calibration if args.calibration is None else args.calibration
+    ph_opts = {"bands": args.plot is not None, "dos": args.plot is not None}
+    report = compute_qois(source, atoms, which=which, calibration=calibration,
+                          phonon_options=ph_opts, rng=args.seed)
+    reference = None
+    if args.reference:
+        from potlearn_ase.learners.reference import Reference
+
+        ref_calc = Reference.from_spec(args.reference).make_calculator()
+        reference = compute_qois(ref_calc, atoms, which=which, phonon_options=ph_opts,
+                                 rng=args.seed)
+    n = next(iter(report.qois.values())).samples.size if report.qois else 0
+    print(f"{args.model}: {n} samples, calibration {calibration:.3g}, structure {args.structure}")
+    print(report.table(reference))
+    if args.plot and report.phonons is not None:
+        phonon_band_plot(report.phonons, args.plot,
+                         reference=reference.phonons if reference is not None else None)
+        print(f"phonon bands: {args.plot}")
+    if args.json:
+        out = report.to_dict()
+        if reference is not None:
+            out["reference"] = reference.to_dict()
+        Path(args.json).write_text(json.dumps(out, indent=2))
+        print(f"table: {args.json}")
+    return 0
+
+
+def add_qoi_subparser(subparsers: Any) -> None:
+    """Register ``potlearn qoi model.pt --structure ...``."""
+    p = subparsers.add_parser("qoi", help="quantities of interest with committee uncertainty")
+    p.add_argument("model", help="a saved potential (model.pt)")
+    p.add_argument("--structure", required=True,
+                   help="bulk:<symbol>:<structure>:<a>[:cubic] or a structure file")
+    p.add_argument("--qoi", default="eos,elastic,vacancy,phonons",
+                   help="comma-separated among eos, elastic, vacancy, phonons, rdf")
+    p.add_argument("--samples", type=int, default=None,
+                   help="draw this many posterior samples (linear models) instead of the members")
+    p.add_argument("--calibration", type=float, default=None,
+                   help="spread factor (default: the model's calibration)")
+    p.add_argument("--reference", default=None, help="also compute with a reference, e.g. emt")
+    p.add_argument("--plot", default=None, help="PNG of phonon bands with a sigma band")
+    p.add_argument("--json", default=None, help="write the table as JSON")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_qoi)
+
+
+def add_subparser(subparsers: Any) -> None:
+    """Register both ``potlearn hyperopt`` and ``potlearn qoi``."""
+    add_hyperopt_subparser(subparsers)
+    add_qoi_subparser(subparsers)

@@ -1,0 +1,117 @@
+"""Hyperparameter search of linear ACE fits: searchers, scoring on validation data, outputs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from potlearn_ase.analysis.cli import add_hyperopt_subparser
+from potlearn_ase.analysis.hyperopt import (
+    FloatRange,
+    HyperoptConfig,
+    IntRange,
+    SearchSpace,
+    _planned,
+    hyperopt,
+    pareto_front,
+    run_hyperopt,
+)
+from potlearn_ase.config import from_mapping
+from potlearn_ase.data.io import write
+from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+from potlearn_ase.errors import ConfigError
+from potlearn_ase.models import LinearFitConfig, fit_linear
+
+SPACE = SearchSpace(
+    cutoff=(4.0, 4.5), n_radial=IntRange(3, 4), l_max=(1, 2),
+    energy_weight=FloatRange(1.0, 100.0, log=True), force_weight=(1.0, 3.0),
+)
+
+
+@pytest.fixture(scope="module")
+def data(cu_train, cu_test):
+    return list(cu_train[::3]), list(cu_test[::3])
+
+
+@pytest.mark.parametrize("method", ["grid", "random", "lhs", "tpe"])
+def test_every_searcher_stays_in_the_space(data, method):
+    train, val = data
+    cfg = HyperoptConfig(method=method, n_trials=4, space=SPACE, timing_repeats=1, n_members=4)
+    res = hyperopt(train, val, cfg)
+    assert len(res.trials) == 4
+    for t in res.trials:
+        p = t.params
+        assert p["cutoff"] in (4.0, 4.5) and 3 <= p["n_radial"] <= 4 and p["l_max"] in (1, 2)
+        assert 1.0 <= p["energy_weight"] <= 100.0 and p["force_weight"] in (1.0, 3.0)
+        assert 0 < t.force_rmse < 0.2 and 0 < t.energy_rmse < 0.05 and t.cost_us_per_atom > 0
+        assert t.error == pytest.approx(t.force_rmse + 10.0 * t.energy_rmse)
+    assert res.best.loss == min(t.loss for t in res.trials)
+
+
+def test_trial_scores_equal_a_direct_fit(data):
+    """The cached, split normal equations give the fit that fit_linear gives."""
+    train, val = data
+    space = SearchSpace(cutoff=(4.5,), n_radial=(4,), l_max=(2,), energy_weight=(7.0,),
+                        force_weight=(2.0,), lam=(1e-4,))
+    res = hyperopt(train, val, HyperoptConfig(method="grid", n_trials=1, space=space,
+                                               timing_repeats=1, n_members=4))
+    t = res.trials[0]
+    desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=4.5, n_radial=4, l_max=2))
+    model = fit_linear(desc, train, LinearFitConfig(energy_weight=7.0, force_weight=2.0,
+                                                    lam=1e-4, n_members=4), rng=0)
+    F = np.concatenate([model.predict(a)["forces"].mean(0) - a.get_forces() for a in val])
+    assert t.force_rmse == pytest.approx(float(np.sqrt(np.mean(F**2))), rel=1e-6)
+
+
+def test_latin_hypercube_stratifies_and_grid_enumerates():
+    space = SearchSpace(cutoff=FloatRange(4.0, 6.0), n_radial=(4,), l_max=(2,),
+                        energy_weight=(1.0,), force_weight=(1.0,))
+    plan = _planned(HyperoptConfig(method="lhs", n_trials=8, space=space),
+                    np.random.default_rng(0))
+    strata = np.floor((np.array([p["cutoff"] for p in plan]) - 4.0) / 2.0 * 8).astype(int)
+    assert sorted(strata) == list(range(8))
+    grid = _planned(HyperoptConfig(method="grid", n_trials=100, space=SPACE, grid_points=3),
+                    np.random.default_rng(0))
+    assert len(grid) == 2 * 2 * 2 * 3 * 2
+    assert len({tuple(sorted(g.items())) for g in grid}) == len(grid)
+
+
+def test_pareto_front():
+    cost = [1.0, 2.0, 3.0, 1.5, 4.0]
+    err = [5.0, 3.0, 1.0, 6.0, 1.0]
+    assert pareto_front(cost, err) == [0, 1, 2]
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="space.cutof"):
+        from_mapping(HyperoptConfig, {"space": {"cutof": [4.0]}})
+    with pytest.raises(ConfigError, match="method"):
+        from_mapping(HyperoptConfig, {"method": "annealing"})
+    with pytest.raises(ConfigError, match="train"):
+        run_hyperopt({"val": "v.xyz"})
+
+
+def test_cli_writes_table_and_pareto_plot(data, tmp_path, capsys):
+    train, val = data
+    write(tmp_path / "train.xyz", train)
+    write(tmp_path / "val.xyz", val)
+    (tmp_path / "h.yaml").write_text(
+        f"train: {tmp_path / 'train.xyz'}\nval: {tmp_path / 'val.xyz'}\n"
+        "method: lhs\nn_trials: 3\ncost_weight: 1.0e-4\ntiming_repeats: 1\nn_members: 4\n"
+        "space:\n  cutoff: {low: 4.0, high: 4.5}\n  n_radial: [3, 4]\n  l_max: [1]\n"
+        "  energy_weight: {low: 1.0, high: 50.0, log: true}\n"
+    )
+    parser = argparse.ArgumentParser()
+    add_hyperopt_subparser(parser.add_subparsers())
+    args = parser.parse_args(["hyperopt", str(tmp_path / "h.yaml"), "--output-dir",
+                              str(tmp_path / "out"), "--quiet"])
+    assert args.func(args) == 0
+    assert "best (lowest loss)" in capsys.readouterr().out
+    table = json.loads((tmp_path / "out" / "trials.json").read_text())
+    assert len(table["trials"]) == 3 and table["method"] == "lhs"
+    assert all(t["loss"] == pytest.approx(t["error"] + 1e-4 * t["cost_us_per_atom"])
+               for t in table["trials"])
+    assert (tmp_path / "out" / "pareto.png").stat().st_size > 5_000
