@@ -12,7 +12,13 @@ its forces from Python declares::
 :class:`LammpsDriver` feeds the deck command by command and attaches its callback as soon as
 the ``fix ... external`` line has run, before the first ``run`` or ``minimize``. At every step
 the callback rebuilds the structure in ASE order (atoms sorted by LAMMPS tag), asks the
-calculator, and writes forces, energy and virial (``-stress * volume``, eV) back to LAMMPS.
+calculator, and writes forces, energy and virial (``-stress * volume``, eV, order xx yy zz xy
+xz yz) back to LAMMPS. Orthogonal and triclinic boxes are both handled: the ASE cell rows are
+LAMMPS's ``[lx, 0, 0]``, ``[xy, ly, 0]``, ``[xz, yz, lz]``, positions relative to ``boxlo``.
+
+LAMMPS atom types map to elements through ``elements=[...]`` or a ``# potlearn elements Cu Au``
+line in the deck (type 1 is the first symbol). A ``run`` or ``minimize`` before any ``fix ...
+external`` line is refused: ``pair_style zero`` alone would silently give zero forces.
 
 One MPI rank only: the model needs the whole structure, and LAMMPS's callback sees only the
 atoms local to each rank; under ``mpiexec -n 2`` the driver refuses with a clear error.
@@ -22,7 +28,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -75,11 +80,14 @@ class LammpsDriver:
     calculator : ase Calculator, optional
         Any ASE calculator (a :class:`CommitteeCalculator`, EMT, EAM, ...).
     step : callable, optional
-        Instead of ``calculator``: ``step(atoms) -> results`` (ASE names); the on-the-fly
-        learner's adapter uses this.
+        Instead of ``calculator``: ``step(atoms, ntimestep) -> results`` (ASE names, at least
+        ``energy`` and ``forces``); the on-the-fly learner's adapter
+        (:class:`potlearn_ase.learners.engines.lammps.LammpsLearnerAdapter`) is one.
     elements : sequence of str, optional
         Chemical symbol of each LAMMPS atom type (1, 2, ...); default: the deck's
         ``# potlearn elements`` line.
+    fix_id : str, optional
+        The ``fix external`` to serve (default: the first one the deck defines).
     variables : dict, optional
         ``-var NAME VALUE`` settings (e.g. ``{"steps": 50}``).
     log : bool or str
@@ -91,8 +99,9 @@ class LammpsDriver:
         deck: str | os.PathLike | Sequence[str],
         calculator: Calculator | None = None,
         *,
-        step: Callable[[Atoms], dict[str, Any]] | None = None,
+        step: Callable[[Atoms, int], dict[str, Any]] | None = None,
         elements: Sequence[str] | None = None,
+        fix_id: str | None = None,
         variables: dict[str, Any] | None = None,
         log: bool | str = False,
         screen: bool = False,
@@ -125,6 +134,7 @@ class LammpsDriver:
                 "the LAMMPS bridge needs one MPI rank (the model sees the whole structure); "
                 "run without mpiexec, or use --native with a SNAP model for parallel runs"
             )
+        self._wanted_fix = fix_id
         self.fix_id: str | None = None
         self.n_calls = 0
         self.last_results: dict[str, Any] = {}
@@ -139,13 +149,26 @@ class LammpsDriver:
 
     def command(self, cmd: str, *, where: int | None = None) -> None:
         """Execute one command; attach the callback after a ``fix ... external`` line."""
+        src = f"{self.deck_path or 'deck'}, command {where + 1}" if where is not None else "LAMMPS"
+        words = cmd.split()
+        if words[:1] in (["run"], ["minimize"]) and self.fix_id is None:
+            wanted = (
+                f"'fix {self._wanted_fix} ... external'"
+                if self._wanted_fix
+                else "a 'fix ID all external pf/callback 1 1' line"
+            )
+            raise EngineError(f"{src}: {cmd!r} before {wanted}: no forces would come from Python")
         try:
             self.lmp.command(cmd)
         except Exception as exc:
-            src = f"{self.deck_path}, command {where + 1}" if where is not None else "LAMMPS"
             raise EngineError(f"{src}: {cmd!r} failed: {exc}") from None
-        words = shlex.split(cmd)
-        if len(words) >= 4 and words[0] == "fix" and words[3] == "external":
+        if (
+            len(words) >= 4
+            and words[0] == "fix"
+            and words[3] == "external"
+            and self.fix_id is None
+            and self._wanted_fix in (None, words[1])
+        ):
             self.fix_id = words[1]
             self.lmp.set_fix_external_callback(self.fix_id, self._callback, None)
 
@@ -181,7 +204,7 @@ class LammpsDriver:
     def _callback(self, caller: Any, ntimestep: int, nlocal: int, tag: Any, x: Any, f: Any) -> None:
         atoms, order = self.structure(tag, x)
         if self._step is not None:
-            results = self._step(atoms)
+            results = self._step(atoms, int(ntimestep))
         else:
             assert self.calculator is not None
             atoms.calc = self.calculator
@@ -223,7 +246,7 @@ def native_snap_commands(
     fix_ids: set[str] = set()
     replaced = False
     for cmd in commands:
-        words = shlex.split(cmd)
+        words = cmd.split()
         if words[:2] == ["pair_style", "zero"]:
             out += pair
             replaced = True
@@ -261,42 +284,32 @@ def snap_reexport_hook(prefix: str | os.PathLike) -> Callable[[Any, Atoms], None
 
 
 # ---------------------------------------------------------------------- the command line
-def _learner_for(model_path: str, config_path: str, elements: Sequence[str]) -> Any:
-    """An on-the-fly learner from a ``--learn`` configuration (reference, trigger, run_dir)."""
-    from dataclasses import dataclass, field
+def run_native(
+    deck: str | os.PathLike,
+    model: Any,
+    *,
+    prefix: str | os.PathLike | None = None,
+    variables: dict[str, Any] | None = None,
+) -> Any:
+    """Run ``deck`` with ``model`` (linear SNAP) as LAMMPS's own ``pair_style snap``.
 
-    import potlearn_ase
-    from potlearn_ase.config import from_mapping, read_config_file
-    from potlearn_ase.data.store import LabelStore
-    from potlearn_ase.learners.otf import OnTheFlyLearner, OTFSettings
-    from potlearn_ase.learners.reference import Reference
-    from potlearn_ase.learners.triggers import trigger_from_config
-
-    @dataclass(frozen=True)
-    class LammpsLearnConfig:
-        reference: str | dict[str, Any] = "emt"
-        trigger: dict[str, Any] = field(
-            default_factory=lambda: {"kind": "adaptive", "min_threshold": 0.05, "min_gap": 5}
-        )
-        run_dir: str = "lammps-otf"
-        settings: dict[str, Any] = field(default_factory=dict)
-
-    cfg = from_mapping(LammpsLearnConfig, read_config_file(config_path))
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # a resumed run continues from the learner's own latest model
-    latest = run_dir / "model.pt"
-    calc = potlearn_ase.load(latest if latest.exists() else model_path)
-    settings = from_mapping(OTFSettings, cfg.settings, where="settings")
-    return OnTheFlyLearner(
-        calc,
-        Reference.from_spec(cfg.reference),
-        LabelStore(run_dir / "labels.h5"),
-        trigger_from_config(cfg.trigger),
-        run_dir=run_dir,
-        settings=settings,
-        engine="lammps",
-    )
+    The SNAP files go to ``prefix`` (default: ``<deck name>_potlearn`` in the working
+    directory). Any number of MPI ranks. Returns the LAMMPS instance after the deck has run.
+    """
+    commands, _ = read_deck(deck)
+    prefix = Path(prefix) if prefix is not None else Path(Path(deck).stem + "_potlearn")
+    args: list[str] = []
+    for k, v in (variables or {}).items():
+        args += ["-var", str(k), str(v)]
+    lmp = new_lammps(args=args)
+    for k, cmd in enumerate(native_snap_commands(commands, model, prefix)):
+        try:
+            lmp.command(cmd)
+        except Exception as exc:
+            raise EngineError(
+                f"{deck} (native SNAP), command {k + 1}: {cmd!r} failed: {exc}"
+            ) from None
+    return lmp
 
 
 def _cmd_lammps(args: Any) -> int:
@@ -304,54 +317,53 @@ def _cmd_lammps(args: Any) -> int:
 
     import potlearn_ase
 
-    variables = dict(v.split("=", 1) for v in args.var) if args.var else {}
-    commands, deck_elements = read_deck(args.deck)
-    elements = args.elements or deck_elements
-    if args.learn:
-        learner = _learner_for(args.model, args.learn, elements)
-
-        def step(atoms: Atoms) -> dict[str, Any]:
-            results, _ = learner.step(atoms)
-            return results
-
-        driver = LammpsDriver(args.deck, step=step, elements=elements, variables=variables)
-        try:
-            driver.run()
-        finally:
-            learner.checkpoint()
-            learner.store.close()
-        print(
-            json.dumps(
-                {
-                    "force_calls": driver.n_calls,
-                    "reference_calls": learner.n_reference_calls,
-                    "labels": learner.n_labels,
-                    "calibration": learner.committee.calibration,
-                    "run_dir": str(learner.run_dir),
-                },
-                indent=2,
+    variables: dict[str, str] = {}
+    for item in args.var or []:
+        if "=" not in item:
+            raise ConfigError(f"--var {item!r}: expected NAME=VALUE")
+        name, value = item.split("=", 1)
+        variables[name] = value
+    if args.native is not None:
+        if args.learn:
+            raise ConfigError(
+                "--native runs without uncertainty: it cannot be combined with --learn"
             )
+        path = args.model if args.native is True else args.native
+        if path is None:
+            raise ConfigError("--native needs a model file: --native model.pt")
+        lmp = run_native(
+            args.deck, potlearn_ase.load(path).model, prefix=args.snap_prefix, variables=variables
         )
-    elif args.native:
-        calc = potlearn_ase.load(args.model)
-        prefix = Path(args.deck).with_suffix("").name + "_potlearn"
-        native = native_snap_commands(commands, calc.model, Path(args.deck).parent / prefix)
-        args_var: list[str] = []
-        for k, v in variables.items():
-            args_var += ["-var", str(k), str(v)]
-        lmp = new_lammps(args=args_var)
-        for cmd in native:
-            lmp.command(cmd)
         print(json.dumps({"native": True, "energy": lmp.get_thermo("pe")}))
         lmp.close()
         return 0
-    else:
-        calc = potlearn_ase.load(args.model)
-        driver = LammpsDriver(args.deck, calc, elements=elements, variables=variables).run()
+    if args.learn:
+        from potlearn_ase.learners.engines.lammps import run_lammps_learning
+
+        summary = run_lammps_learning(
+            args.deck,
+            args.learn,
+            model=args.model,
+            elements=args.elements,
+            variables=variables,
+            resume=args.resume,
+            snap_prefix=args.snap_prefix,
+        )
+        print(json.dumps(summary, indent=2, default=float))
+        return 0
+    if args.resume:
+        raise ConfigError("--resume continues a learning run: give --learn config.yaml")
+    if args.model is None:
+        raise ConfigError("give --model model.pt (or --learn config.yaml to start from scratch)")
+    calc = potlearn_ase.load(args.model)
+    driver = LammpsDriver(args.deck, calc, elements=args.elements, variables=variables)
+    try:
+        driver.run()
         print(
             json.dumps({"force_calls": driver.n_calls, "energy": driver.last_results.get("energy")})
         )
-    driver.close()
+    finally:
+        driver.close()
     return 0
 
 
@@ -363,12 +375,25 @@ def add_subparser(subparsers: Any) -> None:
         description=__doc__,
     )
     p.add_argument("deck", help="LAMMPS input with pair_style zero and fix external pf/callback")
-    p.add_argument("--model", required=True, help="model file (potlearn fit / otf)")
-    p.add_argument("--learn", metavar="CONFIG", help="YAML: reference, trigger, run_dir, settings")
+    p.add_argument("--model", help="model file (potlearn fit / otf)")
+    p.add_argument(
+        "--learn",
+        metavar="CONFIG",
+        help="YAML: reference, trigger, run_dir, settings (and model, initial without --model)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the --learn run in run_dir")
     p.add_argument(
         "--native",
-        action="store_true",
-        help="run a linear SNAP model natively with pair_style snap (no callback)",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="MODEL",
+        help="run a linear SNAP model (MODEL, or --model) natively with pair_style snap",
+    )
+    p.add_argument(
+        "--snap-prefix",
+        metavar="PREFIX",
+        help="where the SNAP files go (--native), or are re-exported after each label (--learn)",
     )
     p.add_argument("--elements", nargs="+", help="element of each LAMMPS atom type")
     p.add_argument("--var", action="append", metavar="NAME=VALUE", help="LAMMPS -var setting")

@@ -1,1 +1,1 @@
-"""Engine adapters of the on-the-fly learner (i-PI; LAMMPS lives in calculators.lammps_driver)."""
+"""Engine adapters of the on-the-fly learner: i-PI (``ipi``) and LAMMPS (``lammps``)."""

@@ -1,0 +1,305 @@
+"""On-the-fly learning inside LAMMPS: the learner runs in the ``fix external`` callback.
+
+:class:`~potlearn_ase.calculators.lammps_driver.LammpsDriver` calls the adapter once per force
+evaluation with the structure in ASE order and LAMMPS's step number; the adapter hands it to
+:meth:`~potlearn_ase.learners.otf.OnTheFlyLearner.step` and returns the learner's results to
+LAMMPS. A labelled step uses the reference's energy, forces and stress; the model is updated
+inside the callback and the run continues with it.
+
+LAMMPS cannot be rewound from the callback: a *reject* decision is logged and counted, and the
+committee prediction is used (as under i-PI). Temperatures are not passed to the learner.
+
+The ``potlearn lammps --learn config.yaml`` configuration (:class:`LammpsLearnConfig`)::
+
+    reference: emt                 # or a mapping, see Reference.from_spec
+    trigger: {kind: adaptive, factor: 1.2, min_gap: 5}
+    run_dir: lammps-otf            # labels.h5, model.pt, state.json, summary.json
+    settings: {seed: 0}            # OTFSettings
+    model: {n_members: 8}          # only without --model: the starting committee (ModelSpec)
+    initial: {n_labels: 1, rattle: 0.05}   # only without --model: its starting labels
+
+Without a model the learner starts from the deck's first structure: ``initial.n_labels``
+rattled copies are labelled by the reference and a committee is fitted to them with the
+``model`` settings, exactly as ``potlearn otf`` starts.
+
+Resume rules are those of ``potlearn otf``: a new run refuses a ``run_dir`` that holds a run
+already; with ``resume`` the learner continues from ``run_dir/model.pt`` and ``state.json``
+(calibration, trigger state, step counters), and stored structures are never labelled again.
+The LAMMPS dynamics itself restarts from the deck (use LAMMPS's ``read_restart`` in the deck to
+continue a trajectory).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ase import Atoms
+
+from potlearn_ase.calculators.committee import CommitteeCalculator
+from potlearn_ase.config import from_mapping, read_config_file
+from potlearn_ase.data.store import LabelStore
+from potlearn_ase.errors import ConfigError, ReferenceFailure
+from potlearn_ase.learners.otf import OnTheFlyLearner, OTFSettings
+from potlearn_ase.learners.reference import Reference
+from potlearn_ase.learners.run import InitialSpec, ModelSpec
+from potlearn_ase.learners.triggers import Decision, trigger_from_config
+
+__all__ = ["LammpsLearnConfig", "LammpsLearnerAdapter", "run_lammps_learning"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LammpsLearnConfig:
+    """Configuration of ``potlearn lammps --learn``.
+
+    Attributes
+    ----------
+    reference : str or mapping
+        The reference calculator (:meth:`Reference.from_spec`).
+    trigger : mapping
+        The trigger (:func:`trigger_from_config`); thresholds in eV/Angstrom.
+    run_dir : str
+        Where labels, checkpoints, the updated model and the summary go.
+    settings : OTFSettings
+        The learner's other settings (``checkpoint_every`` counts force calls here).
+    model : ModelSpec
+        Descriptor and committee of the starting model when no model file is given.
+    initial : InitialSpec
+        Starting labels when no model file is given.
+    """
+
+    reference: str | dict[str, Any] = "emt"
+    trigger: dict[str, Any] = field(
+        default_factory=lambda: {"kind": "adaptive", "factor": 1.2, "min_gap": 5}
+    )
+    run_dir: str = "lammps-otf"
+    settings: OTFSettings = field(default_factory=OTFSettings)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    initial: InitialSpec = field(default_factory=InitialSpec)
+
+
+def _as_config(config: LammpsLearnConfig | dict[str, Any] | str | os.PathLike) -> LammpsLearnConfig:
+    if isinstance(config, LammpsLearnConfig):
+        return config
+    if isinstance(config, dict):
+        return from_mapping(LammpsLearnConfig, config)
+    return from_mapping(LammpsLearnConfig, read_config_file(config))
+
+
+class LammpsLearnerAdapter:
+    """The ``step`` a :class:`LammpsDriver` calls: one learner step per force evaluation.
+
+    Parameters
+    ----------
+    learner : OnTheFlyLearner or callable
+        The learner, or ``factory(atoms) -> OnTheFlyLearner`` called with the first structure
+        (to build the starting model from it).
+
+    Attributes
+    ----------
+    labelled_steps : list of int
+        LAMMPS time step of every labelled evaluation, in order.
+    decisions : dict
+        Counts of each decision.
+    """
+
+    def __init__(self, learner: OnTheFlyLearner | Callable[[Atoms], OnTheFlyLearner]):
+        if isinstance(learner, OnTheFlyLearner):
+            self._learner: OnTheFlyLearner | None = learner
+            self._factory: Callable[[Atoms], OnTheFlyLearner] | None = None
+        else:
+            self._learner, self._factory = None, learner
+        self.labelled_steps: list[int] = []
+        self.decisions: dict[str, int] = {d.name.lower(): 0 for d in Decision}
+        self.evaluations = 0
+        self.last_atoms: Atoms | None = None
+
+    @property
+    def learner(self) -> OnTheFlyLearner | None:
+        """The learner (None until the first call when built by a factory)."""
+        return self._learner
+
+    def __call__(self, atoms: Atoms, ntimestep: int) -> dict[str, Any]:
+        # the driver reuses its Atoms between steps: the learner gets its own copy
+        atoms = atoms.copy()
+        if self._learner is None:
+            assert self._factory is not None
+            self._learner = self._factory(atoms)
+        learner = self._learner
+        learner.state.md_step = int(ntimestep)
+        results, decision = learner.step(atoms)
+        self.evaluations += 1
+        self.decisions[decision.name.lower()] += 1
+        if decision is Decision.REJECT:
+            log.warning(
+                "learner step %d (LAMMPS step %d) rejected: LAMMPS cannot rewind from the "
+                "callback, the committee prediction is used",
+                learner.state.step - 1,
+                ntimestep,
+            )
+        if results.get("labelled"):
+            self.labelled_steps.append(int(ntimestep))
+        elif (
+            learner.run_dir is not None
+            and self.evaluations % max(learner.settings.checkpoint_every, 1) == 0
+        ):
+            learner.checkpoint(atoms)
+        self.last_atoms = atoms
+        return results
+
+
+def _starting_model(
+    cfg: LammpsLearnConfig,
+    atoms: Atoms,
+    reference: Reference,
+    store: LabelStore,
+) -> CommitteeCalculator:
+    """The first committee of a run without a model file: fit to labelled rattled copies."""
+    import numpy as np
+
+    from potlearn_ase.learners.run import OTFRunConfig, _fit
+
+    rng = np.random.default_rng(cfg.settings.seed)
+    if len(store) == 0:
+        for _ in range(cfg.initial.n_labels):
+            a = atoms.copy()
+            if cfg.initial.rattle > 0:
+                a.rattle(cfg.initial.rattle, seed=int(rng.integers(2**31)))
+            res = reference.label(a)
+            if not res.ok or res.atoms is None:
+                raise ReferenceFailure(
+                    f"the reference failed on the deck's first structure: {res.error}"
+                )
+            store.append(
+                res.atoms,
+                provenance={
+                    "reference": reference.name,
+                    "reference_params": reference.params,
+                    "engine": "initial",
+                    "md_step": 0,
+                    "uncertainty": {},
+                    "wall_time": res.wall_time,
+                    "timestamp": time.time(),
+                },
+            )
+    elements = sorted(set(atoms.get_chemical_symbols()))
+    model = _fit(OTFRunConfig(model=cfg.model), store.frames(), elements, cfg.settings.seed)
+    return CommitteeCalculator(model=model, calibration=1.0)
+
+
+def run_lammps_learning(
+    deck: str | os.PathLike | Sequence[str],
+    config: LammpsLearnConfig | dict[str, Any] | str | os.PathLike,
+    *,
+    model: CommitteeCalculator | str | os.PathLike | None = None,
+    elements: Sequence[str] | None = None,
+    variables: dict[str, Any] | None = None,
+    resume: bool = False,
+    snap_prefix: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Run a LAMMPS deck while learning on the fly; returns the run summary.
+
+    Parameters
+    ----------
+    deck : path or list of str
+        LAMMPS input with ``pair_style zero`` and ``fix ... external pf/callback``.
+    config : LammpsLearnConfig, mapping or path of a YAML file
+        See :class:`LammpsLearnConfig`.
+    model : CommitteeCalculator or path, optional
+        The starting committee; without it one is fitted to the first structure (see the
+        module documentation). Ignored on resume (``run_dir/model.pt`` is used).
+    elements : sequence of str, optional
+        Element of each LAMMPS atom type (default: the deck's ``# potlearn elements`` line).
+    variables : dict, optional
+        LAMMPS ``-var`` settings.
+    resume : bool
+        Continue the run in ``run_dir``.
+    snap_prefix : path, optional
+        For a linear SNAP model: re-export ``prefix.snapcoeff``/``.snapparam`` after every
+        retrain (for native ``pair_style snap`` runs).
+
+    Returns
+    -------
+    dict
+        ``force_calls``, ``labels`` (new this run), ``labelled_steps`` (LAMMPS steps),
+        ``decisions``, ``reference_calls``, ``calibration``, ``wall_time_s``, ``run_dir``;
+        also written to ``run_dir/summary.json``.
+    """
+    import potlearn_ase
+    from potlearn_ase.calculators.lammps_driver import LammpsDriver, snap_reexport_hook
+
+    cfg = _as_config(config)
+    run_dir = Path(cfg.run_dir)
+    state_file = run_dir / "state.json"
+    if resume:
+        if not state_file.exists():
+            raise FileNotFoundError(f"no run to resume in {run_dir} (state.json missing)")
+    elif state_file.exists():
+        raise ConfigError(f"run_dir {run_dir} holds a run already; use --resume or another run_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    reference = Reference.from_spec(cfg.reference)
+    trigger = trigger_from_config(cfg.trigger)
+    store = LabelStore(run_dir / "labels.h5", mode="a")
+    n_before = len(store)
+
+    def make_learner(calc: CommitteeCalculator) -> OnTheFlyLearner:
+        learner = OnTheFlyLearner(
+            calc,
+            reference,
+            store,
+            trigger,
+            run_dir=run_dir,
+            settings=cfg.settings,
+            engine="lammps",
+        )
+        if resume:
+            state = learner.load_checkpoint()
+            calc.calibration = float(state.get("calibration", calc.calibration))
+        if snap_prefix is not None:
+            learner.on_label.append(snap_reexport_hook(snap_prefix))
+        return learner
+
+    try:
+        if resume:
+            adapter = LammpsLearnerAdapter(make_learner(potlearn_ase.load(run_dir / "model.pt")))
+        elif model is not None:
+            calc = model if isinstance(model, CommitteeCalculator) else potlearn_ase.load(model)
+            adapter = LammpsLearnerAdapter(make_learner(calc))
+        else:
+            adapter = LammpsLearnerAdapter(
+                lambda atoms: make_learner(_starting_model(cfg, atoms, reference, store))
+            )
+        driver = LammpsDriver(deck, step=adapter, elements=elements, variables=variables)
+        t0 = time.perf_counter()
+        try:
+            driver.run()
+        finally:
+            driver.close()
+        wall = time.perf_counter() - t0
+        learner = adapter.learner
+        if learner is None:
+            raise ConfigError("the deck ran no force evaluation: nothing was learned")
+        learner.checkpoint(adapter.last_atoms, extra={"finished": True})
+        summary: dict[str, Any] = {
+            "force_calls": adapter.evaluations,
+            "labels": len(store) - n_before,
+            "labelled_steps": adapter.labelled_steps,
+            "decisions": adapter.decisions,
+            "reference_calls": learner.n_reference_calls,
+            "reference_time_s": learner.state.reference_seconds,
+            "calibration": learner.committee.calibration,
+            "wall_time_s": wall,
+            "run_dir": str(run_dir),
+        }
+    finally:
+        store.close()
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
