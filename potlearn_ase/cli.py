@@ -223,6 +223,7 @@ _EXTENSIONS = [
     "potlearn_ase.selection.cli",
     "potlearn_ase.learners.pool",
     "potlearn_ase.training.cli",
+    "potlearn_ase.analysis.cli",
 ]
 
 
