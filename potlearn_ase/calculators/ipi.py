@@ -525,11 +525,18 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument(
         "--socket", default="potlearn", help="i-PI <address> of a unix socket, or a path"
     )
-    p.add_argument("--sockets-prefix", default=DEFAULT_SOCKETS_PREFIX,
-                   help="i-PI's sockets_prefix (default /tmp/ipi_)")
+    p.add_argument(
+        "--sockets-prefix",
+        default=DEFAULT_SOCKETS_PREFIX,
+        help="i-PI's sockets_prefix (default /tmp/ipi_)",
+    )
     p.add_argument("--port", type=int, default=None, help="use an inet socket on this port")
     p.add_argument("--host", default="localhost", help="loopback host for --port")
     p.add_argument("--no-extras", action="store_true", help="do not send the committee extras")
-    p.add_argument("--learn", metavar="CONFIG", default=None,
-                   help="learn on the fly: YAML with reference, trigger, run_dir (see docs)")
+    p.add_argument(
+        "--learn",
+        metavar="CONFIG",
+        default=None,
+        help="learn on the fly: YAML with reference, trigger, run_dir (see docs)",
+    )
     p.set_defaults(func=_cmd_ipi)

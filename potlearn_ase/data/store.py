@@ -62,7 +62,13 @@ logger = logging.getLogger(__name__)
 FORMAT = "potlearn-ase/label-store"
 VERSION = 1
 PROVENANCE_KEYS = (
-    "reference", "reference_params", "engine", "md_step", "uncertainty", "wall_time", "timestamp",
+    "reference",
+    "reference_params",
+    "engine",
+    "md_step",
+    "uncertainty",
+    "wall_time",
+    "timestamp",
 )
 """Keys every stored provenance holds (missing ones are filled with ``None`` or ``{}``)."""
 
@@ -85,8 +91,13 @@ _COMMON: dict[str, tuple[str, Any, tuple[int, ...]]] = {
     "provenance": ("record", _STR, ()),
 }
 _SCHEMA = {
-    _LABELS: {**_COMMON, "energy": ("record", "<f8", ()), "forces": ("atom", "<f8", (3,)),
-              "stress": ("record", "<f8", (6,)), "has_stress": ("record", "?", ())},
+    _LABELS: {
+        **_COMMON,
+        "energy": ("record", "<f8", ()),
+        "forces": ("atom", "<f8", (3,)),
+        "stress": ("record", "<f8", (6,)),
+        "has_stress": ("record", "?", ()),
+    },
     _FAILURES: {**_COMMON, "error": ("record", _STR, ())},
 }
 
@@ -98,8 +109,9 @@ def _grid(values: np.ndarray, what: str) -> np.ndarray:
     return np.rint(values * _GRID).astype("<i8")
 
 
-def _hash_arrays(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray,
-                 pbc: np.ndarray) -> str:
+def _hash_arrays(
+    numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray
+) -> str:
     h = hashlib.sha256(b"potlearn-ase structure v1\0")
     h.update(struct.pack("<q", len(numbers)))
     h.update(np.asarray(numbers, dtype="<i8").tobytes())
@@ -149,13 +161,13 @@ class _Record:
     error: str | None = None
 
     def to_atoms(self) -> Atoms:
-        atoms = Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell,
-                      pbc=self.pbc)
+        atoms = Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
         atoms.info.update(self.info)
         atoms.info["provenance"] = copy.deepcopy(self.provenance)
         if self.energy is not None:
-            atoms.calc = SinglePointCalculator(atoms, energy=self.energy, forces=self.forces,
-                                               stress=self.stress)
+            atoms.calc = SinglePointCalculator(
+                atoms, energy=self.energy, forces=self.forces, stress=self.stress
+            )
         return atoms
 
 
@@ -169,11 +181,18 @@ def _json_default(value: Any) -> Any:
 
 def _provenance(provenance: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
     if provenance is not None and not isinstance(provenance, Mapping):
-        raise DataFormatError(f"provenance of {what} must be a mapping, not "
-                              f"{type(provenance).__name__}")
-    out: dict[str, Any] = {"reference": None, "reference_params": {}, "engine": None,
-                           "md_step": None, "uncertainty": {}, "wall_time": None,
-                           "timestamp": datetime.now(timezone.utc).isoformat()}
+        raise DataFormatError(
+            f"provenance of {what} must be a mapping, not {type(provenance).__name__}"
+        )
+    out: dict[str, Any] = {
+        "reference": None,
+        "reference_params": {},
+        "engine": None,
+        "md_step": None,
+        "uncertainty": {},
+        "wall_time": None,
+        "timestamp": datetime.now(timezone.utc).isoformat(),
+    }
     out.update(provenance or {})
     for key in ("reference_params", "uncertainty"):
         out[key] = {} if out[key] is None else out[key]
@@ -182,8 +201,9 @@ def _provenance(provenance: Mapping[str, Any] | None, what: str) -> dict[str, An
     try:
         out["uncertainty"] = {str(k): float(v) for k, v in out["uncertainty"].items()}
     except (TypeError, ValueError) as exc:
-        raise DataFormatError(f"provenance key 'uncertainty' of {what} must map names to "
-                              f"floats: {exc}") from None
+        raise DataFormatError(
+            f"provenance key 'uncertainty' of {what} must map names to floats: {exc}"
+        ) from None
     for key, value in out.items():
         try:
             out[key] = json.loads(json.dumps(value, default=_json_default))
@@ -197,21 +217,29 @@ def _info_scalars(info: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in info.items():
         if isinstance(value, np.generic):
             value = value.item()
-        if isinstance(key, str) and key != "provenance" and (
-                value is None or isinstance(value, (str, bool, int, float))):
+        if (
+            isinstance(key, str)
+            and key != "provenance"
+            and (value is None or isinstance(value, (str, bool, int, float)))
+        ):
             out[key] = value
     return out
 
 
-def _make_record(atoms: Atoms, provenance: Mapping[str, Any] | None, *, labelled: bool,
-                 error: str | None = None) -> _Record:
+def _make_record(
+    atoms: Atoms, provenance: Mapping[str, Any] | None, *, labelled: bool, error: str | None = None
+) -> _Record:
     what = f"structure {atoms.get_chemical_formula() or '(empty)'}"
-    rec = _Record(numbers=np.array(atoms.numbers, dtype=np.int64),
-                  positions=np.array(atoms.positions, dtype=np.float64),
-                  cell=np.array(atoms.cell.array, dtype=np.float64),
-                  pbc=np.array(atoms.pbc, dtype=bool), info=_info_scalars(atoms.info),
-                  provenance=_provenance(provenance, what), hash=structure_hash(atoms),
-                  error=error)
+    rec = _Record(
+        numbers=np.array(atoms.numbers, dtype=np.int64),
+        positions=np.array(atoms.positions, dtype=np.float64),
+        cell=np.array(atoms.cell.array, dtype=np.float64),
+        pbc=np.array(atoms.pbc, dtype=bool),
+        info=_info_scalars(atoms.info),
+        provenance=_provenance(provenance, what),
+        hash=structure_hash(atoms),
+        error=error,
+    )
     if not labelled:
         return rec
     calc = atoms.calc
@@ -226,8 +254,9 @@ def _make_record(atoms: Atoms, provenance: Mapping[str, Any] | None, *, labelled
     rec.energy = float(results["energy"])
     rec.forces = np.array(results["forces"], dtype=np.float64)
     if rec.forces.shape != (len(atoms), 3):
-        raise DataFormatError(f"forces of {what} have shape {rec.forces.shape}, "
-                              f"expected ({len(atoms)}, 3)")
+        raise DataFormatError(
+            f"forces of {what} have shape {rec.forces.shape}, expected ({len(atoms)}, 3)"
+        )
     if not (np.isfinite(rec.energy) and np.all(np.isfinite(rec.forces))):
         raise MissingLabelError(f"{what} has a non-finite energy or force label")
     stress = results.get("stress")
@@ -242,21 +271,37 @@ def _make_record(atoms: Atoms, provenance: Mapping[str, Any] | None, *, labelled
 
 
 def _encode(kind: str, index: int, rec: _Record) -> bytes:
-    meta = {"kind": kind, "index": index, "n_atoms": len(rec.numbers), "info": rec.info,
-            "provenance": rec.provenance, "hash": rec.hash, "error": rec.error,
-            "has_stress": rec.stress is not None}
+    meta = {
+        "kind": kind,
+        "index": index,
+        "n_atoms": len(rec.numbers),
+        "info": rec.info,
+        "provenance": rec.provenance,
+        "hash": rec.hash,
+        "error": rec.error,
+        "has_stress": rec.stress is not None,
+    }
     meta_bytes = json.dumps(meta).encode()
-    parts = [struct.pack("<I", len(meta_bytes)), meta_bytes, rec.numbers.astype("<i8").tobytes(),
-             rec.positions.astype("<f8").tobytes(), rec.cell.astype("<f8").tobytes(),
-             rec.pbc.astype("u1").tobytes()]
+    parts = [
+        struct.pack("<I", len(meta_bytes)),
+        meta_bytes,
+        rec.numbers.astype("<i8").tobytes(),
+        rec.positions.astype("<f8").tobytes(),
+        rec.cell.astype("<f8").tobytes(),
+        rec.pbc.astype("u1").tobytes(),
+    ]
     if kind == _LABELS:
         stress = rec.stress if rec.stress is not None else np.full(6, np.nan)
-        parts += [struct.pack("<d", rec.energy), rec.forces.astype("<f8").tobytes(),
-                  stress.astype("<f8").tobytes()]
+        parts += [
+            struct.pack("<d", rec.energy),
+            rec.forces.astype("<f8").tobytes(),
+            stress.astype("<f8").tobytes(),
+        ]
     payload = b"".join(parts)
     length = struct.pack("<Q", len(payload))
-    return _RECORD.pack(_RECORD_MAGIC, len(payload), zlib.crc32(payload, zlib.crc32(length))) \
-        + payload
+    return (
+        _RECORD.pack(_RECORD_MAGIC, len(payload), zlib.crc32(payload, zlib.crc32(length))) + payload
+    )
 
 
 def _decode(payload: bytes) -> tuple[str, int, _Record]:
@@ -271,10 +316,16 @@ def _decode(payload: bytes) -> tuple[str, int, _Record]:
         pos += arr.nbytes
         return arr
 
-    rec = _Record(numbers=take("<i8", n), positions=take("<f8", 3 * n).reshape(n, 3),
-                  cell=take("<f8", 9).reshape(3, 3), pbc=take("u1", 3).astype(bool),
-                  info=meta["info"], provenance=meta["provenance"], hash=meta["hash"],
-                  error=meta["error"])
+    rec = _Record(
+        numbers=take("<i8", n),
+        positions=take("<f8", 3 * n).reshape(n, 3),
+        cell=take("<f8", 9).reshape(3, 3),
+        pbc=take("u1", 3).astype(bool),
+        info=meta["info"],
+        provenance=meta["provenance"],
+        hash=meta["hash"],
+        error=meta["error"],
+    )
     if meta["kind"] == _LABELS:
         rec.energy = float(take("<f8", 1)[0])
         rec.forces = take("<f8", 3 * n).reshape(n, 3)
@@ -287,23 +338,27 @@ def _parse_journal(data: bytes, store_id: bytes, path: Path) -> tuple[list, int]
     """Valid records of a journal and the length of its valid prefix."""
     if not data:
         return [], 0
-    if data[:len(_JOURNAL_MAGIC)] != _JOURNAL_MAGIC or len(data) < _JOURNAL_HEADER_SIZE:
+    if data[: len(_JOURNAL_MAGIC)] != _JOURNAL_MAGIC or len(data) < _JOURNAL_HEADER_SIZE:
         raise StoreError(f"{path} is not a label-store journal")
-    if data[len(_JOURNAL_MAGIC):_JOURNAL_HEADER_SIZE] != store_id:
+    if data[len(_JOURNAL_MAGIC) : _JOURNAL_HEADER_SIZE] != store_id:
         raise StoreError(f"{path} is the journal of another label store")
     entries, pos = [], _JOURNAL_HEADER_SIZE
     while pos + _RECORD.size <= len(data):
         magic, length, crc = _RECORD.unpack_from(data, pos)
         end = pos + _RECORD.size + length
-        payload = data[pos + _RECORD.size:end]
-        if (magic != _RECORD_MAGIC or end > len(data)
-                or zlib.crc32(payload, zlib.crc32(struct.pack("<Q", length))) != crc):
+        payload = data[pos + _RECORD.size : end]
+        if (
+            magic != _RECORD_MAGIC
+            or end > len(data)
+            or zlib.crc32(payload, zlib.crc32(struct.pack("<Q", length))) != crc
+        ):
             break  # a torn or unfinished last record: ignored
         try:
             entries.append(_decode(payload))
         except (ValueError, KeyError, TypeError, struct.error) as exc:
-            raise StoreError(f"{path}: record at byte {pos} passes its CRC but cannot be "
-                             f"decoded: {exc}") from None
+            raise StoreError(
+                f"{path}: record at byte {pos} passes its CRC but cannot be decoded: {exc}"
+            ) from None
         pos = end
     if pos < len(data):  # normal for a reader racing the writer
         logger.debug("%s: ignoring %d bytes of an unfinished last record", path, len(data) - pos)
@@ -324,8 +379,9 @@ def _columns(kind: str, recs: list[_Record]) -> dict[str, np.ndarray]:
     if kind == _LABELS:
         cols["energy"] = np.array([r.energy for r in recs])
         cols["forces"] = np.concatenate([r.forces for r in recs]).reshape(-1, 3)
-        cols["stress"] = np.stack([r.stress if r.stress is not None else np.full(6, np.nan)
-                                   for r in recs])
+        cols["stress"] = np.stack(
+            [r.stress if r.stress is not None else np.full(6, np.nan) for r in recs]
+        )
         cols["has_stress"] = np.array([r.stress is not None for r in recs])
     else:
         cols["error"] = np.array([r.error for r in recs], dtype=object)
@@ -366,8 +422,9 @@ class LabelStore:
         The file is not a label store, or another process is writing to it.
     """
 
-    def __init__(self, path: str | os.PathLike[str], mode: str = "a", *,
-                 fold_every: int = 64) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], mode: str = "a", *, fold_every: int = 64
+    ) -> None:
         if mode not in ("a", "r"):
             raise ValueError(f"mode must be 'a' or 'r', not {mode!r}")
         if fold_every < 1:
@@ -393,27 +450,36 @@ class LabelStore:
 
     # -- opening, folding, closing -------------------------------------------------------
     def _open_writer(self) -> None:
-        self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"),
-                                os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fd = os.open(
+            self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644
+        )
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise StoreError(f"{self.path} is already open for writing (one writer at a time; "
-                             f"use mode 'r' to read)") from None
-        for stale in (self._tmp_path, self._journal_path.with_name(
-                self._journal_path.name + ".tmp")):
+            raise StoreError(
+                f"{self.path} is already open for writing (one writer at a time; "
+                f"use mode 'r' to read)"
+            ) from None
+        for stale in (
+            self._tmp_path,
+            self._journal_path.with_name(self._journal_path.name + ".tmp"),
+        ):
             stale.unlink(missing_ok=True)  # a fold or reset killed half-way
         if not self.path.exists():
             if self._journal_path.exists() and self._journal_path.stat().st_size:
-                raise StoreError(f"{self.path} is missing but its journal "
-                                 f"{self._journal_path} is not empty")
+                raise StoreError(
+                    f"{self.path} is missing but its journal {self._journal_path} is not empty"
+                )
             self._create()
         size = self._load()
         on_disk = self._journal_path.stat().st_size if self._journal_path.exists() else -1
         if 0 <= size < on_disk:
-            logger.warning("%s: dropping %d bytes of a torn last record (the writer was "
-                           "killed while writing it; it was never acknowledged)",
-                           self._journal_path, on_disk - size)
+            logger.warning(
+                "%s: dropping %d bytes of a torn last record (the writer was "
+                "killed while writing it; it was never acknowledged)",
+                self._journal_path,
+                on_disk - size,
+            )
         if any(self._pending.values()) or size != on_disk or size < _JOURNAL_HEADER_SIZE:
             self._fold()  # replays the journal; drops a torn tail before anything is added
         else:
@@ -428,8 +494,9 @@ class LabelStore:
                 group = f.create_group(kind)
                 for name, (per, dtype, tail) in schema.items():
                     chunk = (1024 if per == "atom" else 256, *tail)
-                    group.create_dataset(name, shape=(0, *tail), maxshape=(None, *tail),
-                                         dtype=dtype, chunks=chunk)
+                    group.create_dataset(
+                        name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype, chunks=chunk
+                    )
                 group["positions"].attrs["units"] = "Angstrom"
                 group["cell"].attrs["units"] = "Angstrom"
             f[_LABELS]["energy"].attrs["units"] = "eV (per structure)"
@@ -447,8 +514,10 @@ class LabelStore:
         store_id = f.attrs.get("store_id")
         if fmt != FORMAT or version != VERSION or any(k not in f for k in _KINDS):
             f.close()
-            raise StoreError(f"{self.path} is not a label store (format {fmt!r}, version "
-                             f"{version!r}; expected {FORMAT!r} version {VERSION})")
+            raise StoreError(
+                f"{self.path} is not a label store (format {fmt!r}, version "
+                f"{version!r}; expected {FORMAT!r} version {VERSION})"
+            )
         if getattr(self, "_store_id", None) not in (None, store_id):
             f.close()
             raise StoreError(f"{self.path} was replaced by another label store")
@@ -474,12 +543,16 @@ class LabelStore:
             n_folded = len(hashes[kind])
             if index < n_folded:
                 if hashes[kind][index] != rec.hash:
-                    raise StoreError(f"{self._journal_path}: {kind} record {index} differs from "
-                                     f"the one folded into {self.path}")
+                    raise StoreError(
+                        f"{self._journal_path}: {kind} record {index} differs from "
+                        f"the one folded into {self.path}"
+                    )
                 continue
             if index != n_folded + len(pending[kind]):
-                raise StoreError(f"{self._journal_path}: {kind} record {index} out of order "
-                                 f"(expected {n_folded + len(pending[kind])})")
+                raise StoreError(
+                    f"{self._journal_path}: {kind} record {index} out of order "
+                    f"(expected {n_folded + len(pending[kind])})"
+                )
             pending[kind].append(rec)
         self._offsets, self._hashes = offsets, hashes
         self._pending = {kind: [] for kind in _KINDS}
@@ -508,14 +581,16 @@ class LabelStore:
                 _replace(self._tmp_path, self.path)
             for kind, recs in self._pending.items():
                 sizes = np.cumsum([len(r.numbers) for r in recs], dtype=np.int64)
-                self._offsets[kind] = np.concatenate([self._offsets[kind],
-                                                      self._offsets[kind][-1] + sizes])
+                self._offsets[kind] = np.concatenate(
+                    [self._offsets[kind], self._offsets[kind][-1] + sizes]
+                )
                 self._hashes[kind].extend(r.hash for r in recs)
                 recs.clear()
             self._reset_journal()
         except OSError as exc:
-            raise StoreError(f"could not fold {self._journal_path} into {self.path}: {exc}") \
-                from exc
+            raise StoreError(
+                f"could not fold {self._journal_path} into {self.path}: {exc}"
+            ) from exc
         finally:
             self._tmp_path.unlink(missing_ok=True)
 
@@ -528,8 +603,10 @@ class LabelStore:
         finally:
             os.close(fd)
         _replace(tmp, self._journal_path)  # the old journal stays valid until this point
-        old, self._journal_fd = self._journal_fd, os.open(self._journal_path,
-                                                          os.O_WRONLY | os.O_APPEND)
+        old, self._journal_fd = (
+            self._journal_fd,
+            os.open(self._journal_path, os.O_WRONLY | os.O_APPEND),
+        )
         if old is not None:
             os.close(old)
 
@@ -587,11 +664,13 @@ class LabelStore:
         """
         return self._append(_LABELS, _make_record(atoms, provenance, labelled=True))
 
-    def append_failure(self, atoms: Atoms, *, provenance: Mapping[str, Any] | None,
-                       error: str) -> int:
+    def append_failure(
+        self, atoms: Atoms, *, provenance: Mapping[str, Any] | None, error: str
+    ) -> int:
         """Durably record a failed reference call on ``atoms``; return its failure index."""
-        return self._append(_FAILURES, _make_record(atoms, provenance, labelled=False,
-                                                    error=str(error)))
+        return self._append(
+            _FAILURES, _make_record(atoms, provenance, labelled=False, error=str(error))
+        )
 
     def _append(self, kind: str, rec: _Record) -> int:
         self._check_open()
@@ -605,7 +684,7 @@ class LabelStore:
         try:
             view = memoryview(blob)
             while view:
-                view = view[os.write(self._journal_fd, view):]
+                view = view[os.write(self._journal_fd, view) :]
             os.fsync(self._journal_fd)
         except OSError as exc:
             try:
@@ -648,14 +727,18 @@ class LabelStore:
                 cols = {}
                 for name, (per, dtype, _) in _SCHEMA[kind].items():
                     ds = g[name].asstr() if dtype is _STR else g[name]
-                    cols[name] = ds[off[start]:off[end]] if per == "atom" else ds[start:end]
+                    cols[name] = ds[off[start] : off[end]] if per == "atom" else ds[start:end]
             for k in range(end - start):
                 a, b = off[start + k] - off[start], off[start + k + 1] - off[start]
-                rec = _Record(numbers=cols["numbers"][a:b].astype(np.int64),
-                              positions=cols["positions"][a:b], cell=cols["cell"][k],
-                              pbc=cols["pbc"][k], info=json.loads(cols["info"][k]),
-                              provenance=json.loads(cols["provenance"][k]),
-                              hash=cols["hash"][k].decode())
+                rec = _Record(
+                    numbers=cols["numbers"][a:b].astype(np.int64),
+                    positions=cols["positions"][a:b],
+                    cell=cols["cell"][k],
+                    pbc=cols["pbc"][k],
+                    info=json.loads(cols["info"][k]),
+                    provenance=json.loads(cols["provenance"][k]),
+                    hash=cols["hash"][k].decode(),
+                )
                 if kind == _LABELS:
                     rec.energy = float(cols["energy"][k])
                     rec.forces = cols["forces"][a:b]
@@ -663,7 +746,7 @@ class LabelStore:
                 else:
                     rec.error = str(cols["error"][k])
                 out.append(rec)
-        pending = self._pending[kind][max(start - n_folded, 0):max(stop - n_folded, 0)]
+        pending = self._pending[kind][max(start - n_folded, 0) : max(stop - n_folded, 0)]
         return out + [copy.deepcopy(r) for r in pending]
 
     def _one(self, kind: str, i: int) -> _Record:
@@ -707,9 +790,12 @@ class LabelStore:
     def failures(self) -> list[FailureRecord]:
         """Every failure record, in order."""
         self._check_open()
-        return [FailureRecord(index=k, atoms=rec.to_atoms(), error=rec.error or "",
-                              provenance=rec.provenance)
-                for k, rec in enumerate(self._records(_FAILURES, 0, self.n_failures))]
+        return [
+            FailureRecord(
+                index=k, atoms=rec.to_atoms(), error=rec.error or "", provenance=rec.provenance
+            )
+            for k, rec in enumerate(self._records(_FAILURES, 0, self.n_failures))
+        ]
 
     def find(self, atoms: Atoms) -> int | None:
         """Index of the first labelled record with the same :func:`structure_hash`, or None."""

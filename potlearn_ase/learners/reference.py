@@ -188,9 +188,7 @@ class Reference:
                 return self._idle.pop()
             if self.factory is None:
                 if not self._cond.wait_for(lambda: bool(self._idle), timeout=wait):
-                    raise _Busy(
-                        f"the calculator is still busy with an earlier call after {wait} s"
-                    )
+                    raise _Busy(f"the calculator is still busy with an earlier call after {wait} s")
                 return self._idle.pop()
         calc = self.factory()
         if not isinstance(calc, Calculator) and not hasattr(calc, "get_property"):
@@ -294,7 +292,11 @@ class Reference:
                 error = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 log.warning(
                     "reference %s failed on %s (attempt %d of %d): %s",
-                    self.name, atoms.get_chemical_formula(), attempts, self.retries + 1, error,
+                    self.name,
+                    atoms.get_chemical_formula(),
+                    attempts,
+                    self.retries + 1,
+                    error,
                 )
                 continue
             out = atoms.copy()
@@ -484,8 +486,12 @@ def _tblite_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
             "(or the potlearn-ase[dft] extra)"
         ) from None
     _check_keys("tblite", spec, TBLite.default_parameters)
-    for key, tp in (("electronic_temperature", float), ("max_iterations", int),
-                    ("accuracy", float), ("mixer_damping", float)):
+    for key, tp in (
+        ("electronic_temperature", float),
+        ("max_iterations", int),
+        ("accuracy", float),
+        ("mixer_damping", float),
+    ):
         if key in spec:
             v = spec[key]
             ok = isinstance(v, int) if tp is int else isinstance(v, (int, float))

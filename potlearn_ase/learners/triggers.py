@@ -417,8 +417,12 @@ class TrustWindow(Trigger):
         return self.inner.threshold
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "reject_above": self.reject_above, "unit": "eV/A",
-                "inner": self.inner.describe()}
+        return {
+            "kind": self.kind,
+            "reject_above": self.reject_above,
+            "unit": "eV/A",
+            "inner": self.inner.describe(),
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "inner": self.inner.state_dict()}

@@ -25,7 +25,7 @@ from potlearn_ase.errors import MissingLabelError, StoreError
 PACKAGE = Path(store_module.__file__).resolve().parents[1]
 
 # Deterministic records, shared (as source) with the child processes of the crash tests.
-FACTORY = '''
+FACTORY = """
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -55,14 +55,17 @@ def make_provenance(i):
     return {"reference": "emt", "reference_params": {"asap_cutoff": False, "k": [i, 2]},
             "engine": "ase", "md_step": i, "uncertainty": {"forces_max": 0.01 * i},
             "wall_time": 0.5 + i, "timestamp": f"t{i}", "run": "crash-test"}
-'''
+"""
 _NS: dict = {}
 exec(FACTORY, _NS)
-make_atoms, make_record, make_provenance = _NS["make_atoms"], _NS["make_record"], \
-    _NS["make_provenance"]
+make_atoms, make_record, make_provenance = (
+    _NS["make_atoms"],
+    _NS["make_record"],
+    _NS["make_provenance"],
+)
 
 # The child imports only the store (not the whole package and its torch), to stay fast.
-CHILD_PRELUDE = f'''
+CHILD_PRELUDE = f"""
 import sys, types
 for name, sub in (("potlearn_ase", ""), ("potlearn_ase.data", "/data")):
     module = types.ModuleType(name)
@@ -70,9 +73,11 @@ for name, sub in (("potlearn_ase", ""), ("potlearn_ase.data", "/data")):
     sys.modules[name] = module
 from potlearn_ase.data.store import LabelStore
 {FACTORY}
-'''
+"""
 
-WRITER = CHILD_PRELUDE + '''
+WRITER = (
+    CHILD_PRELUDE
+    + """
 store = LabelStore(sys.argv[1], fold_every=int(sys.argv[2]))
 i = 0
 while True:
@@ -83,7 +88,8 @@ while True:
                                      error=f"SCF did not converge ({i})")
         print("F", index, flush=True)
     i += 1
-'''
+"""
+)
 
 
 def assert_record(atoms: Atoms, i: int) -> None:
@@ -179,8 +185,9 @@ def test_failures_survive_reopen_and_are_not_labels(tmp_path: Path) -> None:
     with LabelStore(path, fold_every=2) as store:
         store.append(make_record(0), provenance=make_provenance(0))
         for i in (1, 2, 3):
-            k = store.append_failure(make_atoms(i), provenance=make_provenance(i),
-                                     error=f"timeout after {i} s")
+            k = store.append_failure(
+                make_atoms(i), provenance=make_provenance(i), error=f"timeout after {i} s"
+            )
             assert k == i - 1
     with LabelStore(path, "r") as store:
         assert len(store) == 1 and store.n_failures == 3
@@ -260,14 +267,17 @@ def test_torn_journal_tail_is_ignored(tmp_path: Path) -> None:
             assert_record(reader[i], i)
 
 
-READER = CHILD_PRELUDE + '''
+READER = (
+    CHILD_PRELUDE
+    + """
 import json
 with LabelStore(sys.argv[1], "r") as store:
     print(json.dumps({"n": len(store), "n_failures": store.n_failures,
                       "energies": [a.get_potential_energy() for a in store],
                       "steps": [store.provenance(i)["md_step"] for i in range(len(store))],
                       "errors": [f.error for f in store.failures()]}))
-'''
+"""
+)
 
 
 def test_reader_in_second_process_while_writer_is_open(tmp_path: Path) -> None:
@@ -279,8 +289,13 @@ def test_reader_in_second_process_while_writer_is_open(tmp_path: Path) -> None:
         writer.append_failure(make_atoms(9), provenance=None, error="segfault")
         assert journal.stat().st_size > 24  # some records live only in the journal
         before = (path.read_bytes(), journal.read_bytes())
-        out = subprocess.run([sys.executable, "-c", READER, str(path)], capture_output=True,
-                             text=True, timeout=60, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", READER, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         seen = json.loads(out.stdout)
         assert seen["n"] == 6 and seen["n_failures"] == 1 and seen["errors"] == ["segfault"]
         assert seen["energies"] == [make_record(i).get_potential_energy() for i in range(6)]
@@ -350,8 +365,9 @@ def test_sigkill_at_any_moment_keeps_every_acknowledged_record(tmp_path: Path) -
         path = tmp_path / f"trial{trial}.h5"
         log = tmp_path / f"trial{trial}.log"
         with open(log, "w") as out:
-            proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "5"], stdout=out,
-                                    stderr=subprocess.PIPE)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", WRITER, str(path), "5"], stdout=out, stderr=subprocess.PIPE
+            )
         try:
             if plan == "early":  # possibly while the store is being created
                 time.sleep(rng.uniform(0.05, 0.4))
@@ -383,8 +399,9 @@ def test_readers_see_consistent_snapshots_while_the_writer_folds(tmp_path: Path)
     path = tmp_path / "s.h5"
     log = tmp_path / "writer.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "3"], stdout=out,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), "3"], stdout=out, stderr=subprocess.PIPE
+        )
     try:
         _wait(lambda: log.stat().st_size > 0, proc)
         last, snapshots = 0, 0

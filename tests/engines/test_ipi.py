@@ -125,8 +125,15 @@ def test_pimd_four_beads_through_the_cli(tmp_path, model_path, capsys):
     parser = argparse.ArgumentParser()
     add_subparser(parser.add_subparsers())
     args = parser.parse_args(
-        ["ipi", "--model", str(model_path), "--structure", str(EXAMPLES / "cu32.extxyz"),
-         "--socket", f"{tmp_path}/pimd"]
+        [
+            "ipi",
+            "--model",
+            str(model_path),
+            "--structure",
+            str(EXAMPLES / "cu32.extxyz"),
+            "--socket",
+            f"{tmp_path}/pimd",
+        ]
     )
     with launch_ipi(xml, cwd=tmp_path) as proc:
         assert args.func(args) == 0

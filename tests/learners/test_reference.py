@@ -264,16 +264,21 @@ def test_tblite_gfn1_labels_si2():
     pytest.importorskip("tblite.ase", reason="tblite cannot be imported")
     from tblite.ase import TBLite
 
-    spec = {"calculator": "tblite", "method": "GFN1-xTB", "electronic_temperature": 3000,
-            "max_iterations": 300}
+    spec = {
+        "calculator": "tblite",
+        "method": "GFN1-xTB",
+        "electronic_temperature": 3000,
+        "max_iterations": 300,
+    }
     ref = Reference.from_spec(spec)
     atoms = bulk("Si", "diamond", a=5.43)
     atoms.rattle(0.05, seed=0)
     res = ref.label(atoms)
     assert res.ok, res.error
     direct = atoms.copy()
-    direct.calc = TBLite(method="GFN1-xTB", electronic_temperature=3000, max_iterations=300,
-                         verbosity=0)
+    direct.calc = TBLite(
+        method="GFN1-xTB", electronic_temperature=3000, max_iterations=300, verbosity=0
+    )
     r = res.atoms.calc.results
     assert r["energy"] == pytest.approx(direct.get_potential_energy(), abs=1e-6)
     np.testing.assert_allclose(r["forces"], direct.get_forces(), atol=1e-6)

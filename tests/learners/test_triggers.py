@@ -99,9 +99,14 @@ def test_min_gap_turns_close_labels_into_skips():
     hot = results(0.5)
     decisions = [t.decide(s, ATOMS, hot) for s in range(8)]
     assert decisions == [
-        Decision.LABEL, Decision.SKIP, Decision.SKIP,
-        Decision.LABEL, Decision.SKIP, Decision.SKIP,
-        Decision.LABEL, Decision.SKIP,
+        Decision.LABEL,
+        Decision.SKIP,
+        Decision.SKIP,
+        Decision.LABEL,
+        Decision.SKIP,
+        Decision.SKIP,
+        Decision.LABEL,
+        Decision.SKIP,
     ]
     # a label the learner took on its own (e.g. after a rewind) also starts a gap
     t.notify_labelled(10, hot)
@@ -112,8 +117,9 @@ def test_min_gap_turns_close_labels_into_skips():
 
 
 def test_min_gap_never_delays_a_rejection():
-    t = trigger_from_config({"kind": "fixed", "max_force_std": 0.1, "min_gap": 5,
-                             "reject_above": 1.0})
+    t = trigger_from_config(
+        {"kind": "fixed", "max_force_std": 0.1, "min_gap": 5, "reject_above": 1.0}
+    )
     assert t.decide(0, ATOMS, results(0.5)) is Decision.LABEL
     assert t.decide(1, ATOMS, results(0.5)) is Decision.SKIP
     assert t.decide(2, ATOMS, results(2.0)) is Decision.REJECT
@@ -124,8 +130,9 @@ def _run(trigger, sigmas, start=0):
 
 
 def test_adaptive_threshold_follows_the_uncertainty_up_and_down():
-    t = AdaptiveThreshold(factor=1.5, window=20, initial=0.2, min_threshold=0.001,
-                          max_threshold=10.0, warmup=5)
+    t = AdaptiveThreshold(
+        factor=1.5, window=20, initial=0.2, min_threshold=0.001, max_threshold=10.0, warmup=5
+    )
     assert t.threshold == 0.2
     rng = np.random.default_rng(0)
     _run(t, 0.05 * (1 + 0.1 * rng.standard_normal(40)))
@@ -145,8 +152,9 @@ def test_adaptive_threshold_follows_the_uncertainty_up_and_down():
 
 
 def test_adaptive_threshold_keeps_labelling_a_steady_rise_beyond_its_maximum():
-    t = AdaptiveThreshold(factor=1.2, window=10, initial=0.1, min_threshold=0.01,
-                          max_threshold=0.3, warmup=2)
+    t = AdaptiveThreshold(
+        factor=1.2, window=10, initial=0.1, min_threshold=0.01, max_threshold=0.3, warmup=2
+    )
     sigmas = np.linspace(0.05, 1.0, 200)
     decisions = _run(t, sigmas)
     assert t.threshold == 0.3
@@ -171,8 +179,14 @@ def test_threshold_reports_the_value_used_by_the_last_decision():
 
 
 def test_state_round_trip_resumes_exactly():
-    cfg = {"kind": "adaptive", "factor": 1.3, "window": 7, "min_gap": 4, "reject_above": 2.0,
-           "min_threshold": 0.0}
+    cfg = {
+        "kind": "adaptive",
+        "factor": 1.3,
+        "window": 7,
+        "min_gap": 4,
+        "reject_above": 2.0,
+        "min_threshold": 0.0,
+    }
     a = trigger_from_config(cfg)
     rng = np.random.default_rng(2)
     first = rng.uniform(0.0, 1.0, 30)
