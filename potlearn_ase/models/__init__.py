@@ -1,7 +1,11 @@
 """Committee models: linear Bayesian and neural."""
 
 from potlearn_ase.models.base import CommitteeModel, CommitteePrediction
-from potlearn_ase.models.calibration import fit_calibration, force_errors_and_spread
+from potlearn_ase.models.calibration import (
+    cross_validated_calibration,
+    fit_calibration,
+    force_errors_and_spread,
+)
 from potlearn_ase.models.linear import LinearCommittee, LinearFitConfig, design_rows, fit_linear
 from potlearn_ase.models.serialize import load_model, save_model
 
@@ -10,6 +14,7 @@ __all__ = [
     "CommitteePrediction",
     "LinearCommittee",
     "LinearFitConfig",
+    "cross_validated_calibration",
     "design_rows",
     "fit_calibration",
     "fit_linear",

@@ -227,17 +227,26 @@ class LinearCommittee(CommitteeModel):
         self._solve(np.random.default_rng(rng))
         return self
 
-    def _solve(self, rng: np.random.Generator) -> None:
-        assert self.normal_equations is not None
+    def solve_posterior(self, ne: NormalEquations) -> Posterior:
+        """The posterior this model's settings give for the normal equations ``ne``.
+
+        The same regularisation rule (``config.lam``, the noise floor, unpenalised per-element
+        constants) as the model's own fit; used to re-solve with data added or held out.
+        """
         S, K = len(self.descriptor.elements), self.descriptor.n_features
         unreg = np.zeros(S * (K + 1), dtype=bool)
         unreg[:: K + 1] = True
-        post = solve_posterior(
-            self.normal_equations,
+        return solve_posterior(
+            ne,
             lam=self.config.lam,
             sigma_floor=self.config.sigma_floor * self.config.force_weight,
             unregularised=unreg,
         )
+
+    def _solve(self, rng: np.random.Generator) -> None:
+        assert self.normal_equations is not None
+        S, K = len(self.descriptor.elements), self.descriptor.n_features
+        post = self.solve_posterior(self.normal_equations)
         draws = post.sample(self.config.n_members, rng=rng)
         self.posterior = post
         self.coef = torch.as_tensor(

@@ -51,6 +51,19 @@ class NormalEquations:
         self.yty += float(y @ (w * y))
         self.n_rows += int(y.shape[0])
 
+    def remove(self, A: np.ndarray, y: np.ndarray, w: np.ndarray | float = 1.0) -> None:
+        """Take out rows added before with :meth:`add` (held-out data, closed form)."""
+        A = np.asarray(A, dtype=np.float64).reshape(-1, self.n_params)
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        w = np.broadcast_to(np.asarray(w, dtype=np.float64), y.shape)
+        if y.shape[0] > self.n_rows:
+            raise ValueError(f"cannot remove {y.shape[0]} rows from {self.n_rows}")
+        Aw = A * w[:, None]
+        self.AtA -= A.T @ Aw
+        self.Aty -= Aw.T @ y
+        self.yty -= float(y @ (w * y))
+        self.n_rows -= int(y.shape[0])
+
     def merge(self, other: NormalEquations) -> None:
         """Add another accumulator (e.g. from another MPI rank)."""
         self.AtA += other.AtA

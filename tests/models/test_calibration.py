@@ -1,0 +1,72 @@
+"""Calibration without a validation set: closed-form folds of a linear model's training data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+from potlearn_ase.models import (
+    LinearFitConfig,
+    cross_validated_calibration,
+    fit_calibration,
+    fit_linear,
+    force_errors_and_spread,
+)
+from potlearn_ase.training.least_squares import NormalEquations
+
+
+@pytest.fixture(scope="module")
+def fitted(cu_train):
+    desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=6, l_max=2))
+    return fit_linear(desc, cu_train, LinearFitConfig(n_members=8), rng=0)
+
+
+def test_removing_rows_equals_never_adding_them():
+    rng = np.random.default_rng(0)
+    A, y, w = rng.normal(size=(40, 5)), rng.normal(size=40), rng.uniform(1, 2, 40)
+    full, part = NormalEquations(5), NormalEquations(5)
+    full.add(A, y, w)
+    part.add(A[10:], y[10:], w[10:])
+    full.remove(A[:10], y[:10], w[:10])
+    np.testing.assert_allclose(full.AtA, part.AtA, atol=1e-10)
+    np.testing.assert_allclose(full.Aty, part.Aty, atol=1e-10)
+    assert full.yty == pytest.approx(part.yty) and full.n_rows == part.n_rows
+    with pytest.raises(ValueError, match="cannot remove"):
+        part.remove(A, y, w)
+
+
+def test_fold_model_equals_a_fit_without_the_fold(fitted, cu_train):
+    """Taking structures out of the normal equations is the fit that never saw them."""
+    from potlearn_ase.models.linear import design_rows
+
+    held = fitted.normal_equations.copy()
+    for atoms in cu_train[:5]:
+        held.remove(*design_rows(fitted.descriptor, [atoms], fitted.config))
+    direct = fit_linear(fitted.descriptor, cu_train[5:], fitted.config, rng=0)
+    post = fitted.solve_posterior(held)
+    # equal up to the evidence iteration's stopping tolerance (1e-3 in log lambda)
+    np.testing.assert_allclose(post.mean, direct.posterior.mean, rtol=1e-4, atol=1e-8)
+    assert post.lam == pytest.approx(direct.posterior.lam, rel=2e-3)
+
+
+def test_cross_validated_alpha_covers_independent_errors(fitted, cu_train, cu_test):
+    alpha_cv = cross_validated_calibration(fitted, cu_train)
+    alpha_val = fit_calibration(fitted, cu_test)
+    # the training data's own folds predict what an independent validation set finds
+    assert 0.6 < alpha_cv / alpha_val < 1.6, (alpha_cv, alpha_val)
+    err, spread = force_errors_and_spread(fitted, cu_test)
+    coverage = float(np.mean(np.abs(err) <= alpha_cv * spread))
+    assert 0.55 < coverage < 0.82, coverage
+    # and the raw posterior spread alone would not: it is overconfident here
+    assert np.mean(np.abs(err) <= spread) < coverage
+
+
+def test_wrong_frames_and_models_are_refused(fitted, cu_train):
+    with pytest.raises(ValueError, match="fitted to"):
+        cross_validated_calibration(fitted, cu_train[:10])
+    from potlearn_ase.models.neural import NeuralCommittee
+
+    net = NeuralCommittee(fitted.descriptor, n_members=2)
+    with pytest.raises(TypeError, match="fit_calibration"):
+        cross_validated_calibration(net, cu_train)
