@@ -5,6 +5,7 @@
     potlearn hyperopt config.yaml [--output-dir DIR] [--method tpe] [--n-trials 30]
     potlearn qoi model.pt --structure bulk:Cu:fcc:3.61 [--reference emt] [--samples 64]
                  [--qoi eos,elastic,vacancy,phonons,rdf] [--plot bands.png] [--json qoi.json]
+                 [--sensitivity [N]] [--train train.xyz] [--sensitivity-plot sens.png]
 
 Each module-level ``add_*_subparser(subparsers)`` registers one sub-command whose ``func``
 takes the parsed namespace and returns an exit code.
@@ -135,13 +136,71 @@ def _cmd_qoi(args: argparse.Namespace) -> int:
         phonon_band_plot(report.phonons, args.plot,
                          reference=reference.phonons if reference is not None else None)
         print(f"phonon bands: {args.plot}")
+    sens_out = None
+    if args.sensitivity is not None:
+        sens_out = _sensitivity(args, calc, report, which, ph_opts)
     if args.json:
         out = report.to_dict()
         if reference is not None:
             out["reference"] = reference.to_dict()
+        if sens_out is not None:
+            out["sensitivity"] = sens_out
         Path(args.json).write_text(json.dumps(out, indent=2))
         print(f"table: {args.json}")
     return 0
+
+
+def _sensitivity(
+    args: argparse.Namespace, calc: Any, report: Any, which: tuple[str, ...], ph_opts: dict
+) -> dict[str, Any]:
+    """``--sensitivity``: gradients along posterior directions, shares, training influence."""
+    from potlearn_ase.analysis.qoi import compute_qois
+    from potlearn_ase.analysis.sensitivity import (
+        qoi_sensitivity,
+        sensitivity_plot,
+        sensitivity_table,
+        training_influence,
+    )
+
+    if calc.model.kind != "linear" or getattr(calc.model, "posterior", None) is None:
+        raise ConfigError(
+            f"--sensitivity needs a linear model with its posterior; {args.model} holds a "
+            f"{calc.model.kind} model"
+        )
+    structure = report.structure  # the mean model's equilibrium cell, held fixed
+
+    def qois(model: Any) -> dict[str, Any]:
+        return compute_qois(
+            model, structure, which=which, relax_lattice=False,
+            phonon_options={**ph_opts, "bands": False, "dos": False}, rng=args.seed,
+        ).samples()
+
+    n_dir = None if args.sensitivity == 0 else args.sensitivity
+    sens = qoi_sensitivity(calc.model, qois, n_directions=n_dir, rng=args.seed)
+    influence = None
+    if args.train:
+        from potlearn_ase.data.io import read
+
+        frames = list(read(args.train))
+        influence = training_influence(calc.model, frames, sens)
+    print(
+        f"\nsensitivity: first-order sigma of the raw posterior (the table above scales the "
+        f"spread by the calibration {calc.calibration:.3g}); influence = QoI change when the "
+        "structure is left out"
+    )
+    print(sensitivity_table(sens, influence=influence))
+    if args.sensitivity_plot:
+        sensitivity_plot(sens, args.sensitivity_plot, influence=influence)
+        print(f"sensitivity plot: {args.sensitivity_plot}")
+    out: dict[str, Any] = {
+        "qoi_names": list(sens.qoi_names),
+        "first_order_std": [float(v) ** 0.5 for v in sens.variance],
+        "top_parameters": {q: sens.top_parameters(q) for q in sens.qoi_names},
+        "active_eigenvalues": sens.active_eigenvalues.tolist(),
+    }
+    if influence is not None:
+        out["training_influence"] = influence.tolist()
+    return out
 
 
 def add_qoi_subparser(subparsers: Any) -> None:
@@ -160,6 +219,16 @@ def add_qoi_subparser(subparsers: Any) -> None:
     p.add_argument("--plot", default=None, help="PNG of phonon bands with a sigma band")
     p.add_argument("--json", default=None, help="write the table as JSON")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--sensitivity", nargs="?", type=int, const=0, default=None, metavar="N",
+        help="linear models: QoI gradients along the N leading posterior directions (all "
+        "without N), variance shares per parameter and the active subspace",
+    )
+    p.add_argument(
+        "--train", default=None,
+        help="with --sensitivity: the training structures, for each one's influence on the QoIs",
+    )
+    p.add_argument("--sensitivity-plot", default=None, help="PNG of the sensitivity analysis")
     p.set_defaults(func=_cmd_qoi)
 
 

@@ -120,3 +120,32 @@ def test_table_plot_and_errors(fitted, result, tmp_path):
     no_post = LinearCommittee(model.descriptor, model.coef.numpy(), config=model.config)
     with pytest.raises(ValueError, match="posterior"):
         qoi_sensitivity(no_post, _qois)
+
+
+def test_qoi_command_with_sensitivity_and_influence(fitted, tmp_path, capsys):
+    import argparse
+    import json
+
+    from ase.io import write
+
+    from potlearn_ase.analysis.cli import add_qoi_subparser
+    from potlearn_ase.calculators import CommitteeCalculator
+
+    model, frames = fitted
+    CommitteeCalculator(model=model).save(tmp_path / "m.pt")
+    write(tmp_path / "train.xyz", frames)
+    parser = argparse.ArgumentParser()
+    add_qoi_subparser(parser.add_subparsers())
+    args = parser.parse_args([
+        "qoi", str(tmp_path / "m.pt"), "--structure", "bulk:Cu:fcc:3.6", "--qoi", "elastic",
+        "--sensitivity", "6", "--train", str(tmp_path / "train.xyz"),
+        "--sensitivity-plot", str(tmp_path / "s.png"), "--json", str(tmp_path / "q.json"),
+    ])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert "C44" in text and "structures: #" in text and "active subspace" in text
+    out = json.loads((tmp_path / "q.json").read_text())["sensitivity"]
+    assert out["qoi_names"] == ["C11", "C12", "C44"]
+    assert len(out["training_influence"]) == len(frames)
+    assert all(s > 0 for s in out["first_order_std"])
+    assert (tmp_path / "s.png").stat().st_size > 5_000
