@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TUTORIALS = ["quickstart.md", "otf.md"]
+TUTORIALS = ["quickstart.md", "otf.md", "toolbox.md"]
 
 
 def _blocks(name: str) -> list[str]:
