@@ -15,16 +15,16 @@ seconds. A Python thread cannot be killed: the abandoned calculation runs on in 
 background and returns its calculator to the pool when it ends. With a ``factory`` the next
 call builds a fresh calculator meanwhile; with a single instance the next call waits at most
 ``timeout`` seconds for it and otherwise fails as "busy".
+
+:meth:`Reference.from_spec` builds a reference from a configuration; the calculators it can
+name are checked and built in :mod:`potlearn_ase.learners.reference_specs`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,12 +38,11 @@ from ase.calculators.calculator import Calculator, all_properties
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from potlearn_ase.errors import ConfigError, ReferenceFailure
+from potlearn_ase.learners.reference_specs import reference_kwargs
 
 __all__ = ["LabelResult", "Reference"]
 
 log = logging.getLogger(__name__)
-
-_OPTIONS = ("name", "timeout", "retries", "properties", "stress")
 
 
 @dataclass
@@ -393,31 +392,9 @@ class Reference:
         """
         if isinstance(spec, Reference):
             return spec
-        if spec is None:
-            spec = {}
-        if isinstance(spec, str):
-            spec = {"calculator": spec}
-        if not isinstance(spec, Mapping):
-            raise ConfigError(f"reference: expected a name or a mapping, got {type(spec).__name__}")
-        spec = dict(spec)
-        kind = spec.pop("calculator", "emt")
-        if not isinstance(kind, str):
-            raise ConfigError(f"reference.calculator: expected a string, got {kind!r}")
-        kind = kind.lower()
-        options = {k: spec.pop(k) for k in _OPTIONS if k in spec}
-        if kind not in _BUILDERS:
-            raise ConfigError(
-                f"reference.calculator: unknown calculator {kind!r}; known: {', '.join(_BUILDERS)}"
-            )
-        kwargs = _BUILDERS[kind](spec)
-        factory = functools.partial(_build, kind, kwargs)
-        factory.__name__ = kind  # type: ignore[attr-defined]
-        params = {"calculator": kind, **{k: _jsonable(v) for k, v in spec.items()}}
-        name = options.pop("name", kind)
-        if "properties" in options and isinstance(options["properties"], str):
-            raise ConfigError("reference.properties: expected a list of property names")
+        kwargs = reference_kwargs(spec)
         try:
-            return cls(factory=factory, name=name, params=params, **options)
+            return cls(**kwargs)
         except ConfigError as exc:
             raise ConfigError(f"reference: {exc}") from None
 
@@ -425,20 +402,6 @@ class Reference:
 def _label_one(reference: Reference, atoms: Atoms) -> LabelResult:
     """Module-level so process pools can pickle the call."""
     return reference.label(atoms)
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-        if isinstance(value, (tuple, list)):
-            return [_jsonable(v) for v in value]
-        if isinstance(value, Mapping):
-            return {str(k): _jsonable(v) for k, v in value.items()}
-        return repr(value)
 
 
 def _json_params(calc: Calculator | None) -> dict[str, Any]:
@@ -451,112 +414,3 @@ def _json_params(calc: Calculator | None) -> dict[str, Any]:
             continue
         out[str(k)] = v
     return out
-
-
-# ---------------------------------------------------------------------- calculator builders
-# Each checks the keys of a spec (without "calculator" and the wrapper options) and returns
-# the keyword arguments of the calculator; _build makes the calculator from them.
-
-
-def _check_keys(kind: str, spec: Mapping[str, Any], known: Iterable[str]) -> None:
-    known = sorted(known)
-    for key in spec:
-        if key not in known:
-            raise ConfigError(
-                f"unknown key reference.{key} for calculator {kind!r}; "
-                f"known keys: {', '.join(known + list(_OPTIONS))}"
-            )
-
-
-def _emt_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
-    _check_keys("emt", spec, ["asap_cutoff"])
-    if "asap_cutoff" in spec and not isinstance(spec["asap_cutoff"], bool):
-        raise ConfigError(
-            f"reference.asap_cutoff: expected true or false, got {spec['asap_cutoff']!r}"
-        )
-    return dict(spec)
-
-
-def _tblite_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
-    try:
-        from tblite.ase import TBLite
-    except ImportError:
-        raise ConfigError(
-            "reference calculator 'tblite' needs the tblite package: pip install tblite "
-            "(or the potlearn-ase[dft] extra)"
-        ) from None
-    _check_keys("tblite", spec, TBLite.default_parameters)
-    for key, tp in (
-        ("electronic_temperature", float),
-        ("max_iterations", int),
-        ("accuracy", float),
-        ("mixer_damping", float),
-    ):
-        if key in spec:
-            v = spec[key]
-            ok = isinstance(v, int) if tp is int else isinstance(v, (int, float))
-            if isinstance(v, bool) or not ok:
-                raise ConfigError(f"reference.{key}: expected {tp.__name__}, got {v!r}")
-    if "method" in spec and not isinstance(spec["method"], str):
-        raise ConfigError(f"reference.method: expected a string, got {spec['method']!r}")
-    return {"verbosity": 0, **spec}
-
-
-def _gpaw_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
-    try:
-        import gpaw  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "reference calculator 'gpaw' needs GPAW: apt-get install libxc-dev "
-            "libopenblas-dev, then pip install gpaw gpaw-data"
-        ) from None
-    return {"txt": None, **spec}
-
-
-def _espresso_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
-    command = spec.get("command", "pw.x")
-    if not isinstance(command, str):
-        raise ConfigError(f"reference.command: expected a string, got {command!r}")
-    if shutil.which(command.split()[0]) is None:
-        raise ConfigError(
-            f"reference calculator 'espresso' needs Quantum ESPRESSO's {command.split()[0]} on "
-            "the PATH: apt-get install quantum-espresso quantum-espresso-data"
-        )
-    return dict(spec)
-
-
-_BUILDERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
-    "emt": _emt_kwargs,
-    "tblite": _tblite_kwargs,
-    "gpaw": _gpaw_kwargs,
-    "espresso": _espresso_kwargs,
-}
-
-
-def _build(kind: str, kwargs: dict[str, Any]) -> Calculator:
-    """Make the calculator ``kind`` (module-level, so factories pickle)."""
-    if kind == "emt":
-        from ase.calculators.emt import EMT
-
-        return EMT(**kwargs)
-    if kind == "tblite":
-        from tblite.ase import TBLite
-
-        return TBLite(**kwargs)
-    if kind == "gpaw":
-        from gpaw import GPAW
-
-        return GPAW(**kwargs)
-    if kind == "espresso":
-        from ase.calculators.espresso import Espresso, EspressoProfile
-
-        kw = dict(kwargs)
-        command = kw.pop("command", "pw.x")
-        pseudo_dir = kw.pop("pseudo_dir", None)
-        if "profile" not in kw:
-            pseudo = pseudo_dir or os.environ.get("ESPRESSO_PSEUDO") or "/usr/share/espresso/pseudo"
-            kw["profile"] = EspressoProfile(command=command, pseudo_dir=pseudo)
-        if "directory" not in kw:
-            kw["directory"] = tempfile.mkdtemp(prefix="potlearn-espresso-")
-        return Espresso(**kw)
-    raise ConfigError(f"unknown reference calculator {kind!r}")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import multiprocessing
-import pickle
-import shutil
 import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -192,16 +189,6 @@ def test_label_many_reports_failures_in_place():
     assert results[1].attempts == 2  # the default: one retry
 
 
-def test_reference_from_spec_pickles_for_process_pools():
-    ref = Reference.from_spec({"calculator": "emt", "retries": 0, "timeout": 5.0})
-    clone = pickle.loads(pickle.dumps(ref))
-    a = rattled_cu(4)
-    assert clone.label(a).atoms.get_potential_energy() == pytest.approx(
-        ref.label(a).atoms.get_potential_energy()
-    )
-    assert clone.describe() == ref.describe()
-
-
 def test_label_many_through_a_process_pool():
     ref = Reference.from_spec("emt")
     frames = [rattled_cu(seed=i, repeat=(i + 1, 1, 1)) for i in range(3)]
@@ -223,72 +210,11 @@ def test_describe_and_provenance_are_json_able():
     assert isinstance(ref.make_calculator(), EMT)
 
 
-@pytest.mark.parametrize(
-    ("spec", "match"),
-    [
-        ("vasp", "unknown calculator 'vasp'"),
-        ({"calculator": "emt", "cutoff": 5.0}, "reference.cutoff"),
-        ({"calculator": "emt", "asap_cutoff": "yes"}, "reference.asap_cutoff"),
-        ({"calculator": "emt", "retries": -1}, "retries"),
-        ({"calculator": "emt", "timeout": 0}, "timeout"),
-        ({"calculator": "emt", "properties": ["energy", "colour"]}, "'colour'"),
-        ({"calculator": 3}, "reference.calculator"),
-        (["emt"], "expected a name or a mapping"),
-    ],
-)
-def test_from_spec_errors_name_the_key(spec, match):
-    with pytest.raises(ConfigError, match=match):
-        Reference.from_spec(spec)
-
-
 def test_constructor_needs_one_calculator():
     with pytest.raises(ConfigError, match="exactly one"):
         Reference()
     with pytest.raises(ConfigError, match="exactly one"):
         Reference(EMT(), factory=EMT)
-
-
-@pytest.mark.skipif(importlib.util.find_spec("gpaw") is not None, reason="GPAW is installed")
-def test_missing_gpaw_says_what_to_install():
-    with pytest.raises(ConfigError, match="pip install gpaw"):
-        Reference.from_spec({"calculator": "gpaw", "mode": "pw"})
-
-
-@pytest.mark.skipif(shutil.which("pw.x") is not None, reason="Quantum ESPRESSO is installed")
-def test_missing_espresso_says_what_to_install():
-    with pytest.raises(ConfigError, match="quantum-espresso"):
-        Reference.from_spec({"calculator": "espresso"})
-
-
-def test_tblite_gfn1_labels_si2():
-    pytest.importorskip("tblite.ase", reason="tblite cannot be imported")
-    from tblite.ase import TBLite
-
-    spec = {
-        "calculator": "tblite",
-        "method": "GFN1-xTB",
-        "electronic_temperature": 3000,
-        "max_iterations": 300,
-    }
-    ref = Reference.from_spec(spec)
-    atoms = bulk("Si", "diamond", a=5.43)
-    atoms.rattle(0.05, seed=0)
-    res = ref.label(atoms)
-    assert res.ok, res.error
-    direct = atoms.copy()
-    direct.calc = TBLite(
-        method="GFN1-xTB", electronic_temperature=3000, max_iterations=300, verbosity=0
-    )
-    r = res.atoms.calc.results
-    assert r["energy"] == pytest.approx(direct.get_potential_energy(), abs=1e-6)
-    np.testing.assert_allclose(r["forces"], direct.get_forces(), atol=1e-6)
-    assert np.abs(r["forces"]).max() > 1e-3  # rattled: nonzero forces
-    assert r["stress"].shape == (6,)  # periodic: stress requested
-    assert ref.params["method"] == "GFN1-xTB"
-    with pytest.raises(ConfigError, match="reference.methd"):
-        Reference.from_spec({"calculator": "tblite", "methd": "GFN1-xTB"})
-    with pytest.raises(ConfigError, match="reference.max_iterations"):
-        Reference.from_spec({"calculator": "tblite", "max_iterations": 3.5})
 
 
 def test_label_result_fields():
