@@ -22,6 +22,10 @@ Two ways to use it with ASE dynamics:
 Calibration is prequential: each label compares the reference forces with the committee's
 prediction *before* the update, so every label is also an honest validation point, and
 ``alpha`` is the 68.3 % quantile of ``|error| / spread`` over all of them.
+
+The learner's settings and checkpointed state are in :mod:`~potlearn_ase.learners.otf_settings`,
+how it learns from labels in :mod:`~potlearn_ase.learners.otf_update` and its calculator in
+:mod:`~potlearn_ase.learners.otf_calculator`.
 """
 
 from __future__ import annotations
@@ -31,91 +35,31 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
 
 from potlearn_ase.calculators.committee import CommitteeCalculator, committee_results
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.data.validate import get_labels
 from potlearn_ase.learners.checkpoint import checkpoint_atoms, write_json_atomic
+from potlearn_ase.learners.otf_calculator import OTFCalculator
+from potlearn_ase.learners.otf_settings import LearnerState, OTFSettings, StepRecord
+from potlearn_ase.learners.otf_update import (
+    calibration_factor,
+    pick_diverse,
+    prequential_ratios,
+    update_model,
+)
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.triggers import Decision, Trigger
-from potlearn_ase.models.calibration import ONE_SIGMA
-from potlearn_ase.models.linear import LinearCommittee
 
 __all__ = ["OTFSettings", "OnTheFlyLearner", "OTFCalculator", "checkpoint_atoms"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class OTFSettings:
-    """Settings of the learner that are not the trigger's.
-
-    Attributes
-    ----------
-    max_consecutive_rejects : int
-        Stop with an error after this many rejections in a row (the MD keeps leaving the trust
-        window even after relabelling).
-    min_calibration_labels : int
-        Labels with an out-of-sample error needed before ``alpha`` is estimated (1.0 before).
-    neural_finetune_epochs : int
-        Epochs of the short fine-tune of a neural committee after each label.
-    neural_max_frames : int
-        At most this many stored labels (the newest first, then a random sample) are used for
-        a fine-tune, so its cost stays bounded as labels grow.
-    checkpoint_every : int
-        Steps between checkpoints of the MD state (there is always one after each label).
-    batch_window : int
-        Batch mode when > 0: frames the trigger wants labelled are gathered over this many
-        steps (the MD goes on with the committee's forces), then at most ``batch_size`` of
-        them, chosen by farthest-point sampling of their mean descriptor (diverse, not
-        redundant), are labelled in parallel through the reference's executor, and the model
-        is updated once.
-    batch_size : int
-        Labels per batch window.
-    seed : int
-        Seeds committee draws after each update.
-    """
-
-    max_consecutive_rejects: int = 20
-    min_calibration_labels: int = 1
-    neural_finetune_epochs: int = 30
-    neural_max_frames: int = 200
-    checkpoint_every: int = 20
-    batch_window: int = 0
-    batch_size: int = 4
-    seed: int = 0
-
-
-@dataclass
-class StepRecord:
-    step: int
-    max_force_std: float
-    energy_std: float
-    threshold: float
-    decision: str
-    temperature: float | None = None
-
-
-@dataclass
-class _State:
-    step: int = 0  # learner steps evaluated (one per force call, rewound steps included)
-    md_step: int = 0  # steps the dynamics has completed and kept
-    n_reference_calls: int = 0
-    n_reused_labels: int = 0
-    n_failures: int = 0
-    n_rejects: int = 0
-    consecutive_rejects: int = 0
-    ratios: list[float] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    label_steps: list[int] = field(default_factory=list)
-    reference_seconds: float = 0.0
 
 
 class OnTheFlyLearner:
@@ -164,7 +108,7 @@ class OnTheFlyLearner:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.settings = settings or OTFSettings()
         self.engine = engine
-        self.state = _State()
+        self.state = LearnerState()
         self._rng = np.random.default_rng(self.settings.seed)
         self._calculator = OTFCalculator(self)
         self._accepted: dict[str, Any] | None = None
@@ -329,11 +273,7 @@ class OnTheFlyLearner:
         for a, p in labelled:
             # prequential calibration: the prediction before the update against the label
             assert p is not None
-            f_ref = np.asarray(get_labels(a)["forces"])
-            spread = p["forces"].std(0)
-            err = np.abs(p["forces"].mean(0) - f_ref)
-            ok = spread > 0
-            self.state.ratios.extend((err[ok] / spread[ok]).ravel().tolist())
+            self.state.ratios.extend(prequential_ratios(p, a))
             self.state.label_steps.append(int(self.state.step))
         self._retrain([a for a, _ in labelled])
         for r in results:
@@ -353,57 +293,25 @@ class OnTheFlyLearner:
             return
         k = min(self.settings.batch_size, len(cands))
         if k < len(cands):
-            from potlearn_ase.selection.fps import farthest_point_sampling
-
-            feats = np.stack(
-                [
-                    self.model.descriptor.compute(a, derivatives=False)
-                    .features.mean(0)
-                    .cpu()
-                    .numpy()
-                    for a, _, _ in cands
-                ]
+            pick = pick_diverse(
+                self.model.descriptor,
+                [a for a, _, _ in cands],
+                [r.get("max_force_std", 0.0) for _, r, _ in cands],
+                k,
             )
-            scale = feats.std(0)
-            feats = feats / np.where(scale > 0, scale, 1.0)
-            # start from the most uncertain candidate, then add the most different ones
-            start = int(np.argmax([r.get("max_force_std", 0.0) for _, r, _ in cands]))
-            pick = farthest_point_sampling(feats, k, start=start)
             cands = [cands[i] for i in pick]
         self.label_batch([c[0] for c in cands], [c[1] for c in cands], [c[2] for c in cands])
 
     def _calibration(self) -> float:
-        if (
-            len(self.state.label_steps) < self.settings.min_calibration_labels
-            or not self.state.ratios
-        ):
-            return self.committee.calibration
-        return float(np.quantile(np.asarray(self.state.ratios), ONE_SIGMA))
+        return calibration_factor(
+            self.state.ratios,
+            len(self.state.label_steps),
+            self.settings.min_calibration_labels,
+            self.committee.calibration,
+        )
 
     def _retrain(self, labelled: list[Atoms]) -> None:
-        model = self.model
-        seed = int(self._rng.integers(2**31))
-        if isinstance(model, LinearCommittee):
-            model.update(labelled, rng=seed)
-        else:
-            from potlearn_ase.training.trainer import NeuralTrainConfig, train_neural
-
-            frames = self.store.frames()
-            cap = self.settings.neural_max_frames
-            if len(frames) > cap:
-                newest = frames[-cap // 2 :]
-                older = frames[: -cap // 2]
-                pick = self._rng.choice(len(older), size=cap - len(newest), replace=False)
-                frames = [older[i] for i in sorted(pick)] + newest
-            cfg = NeuralTrainConfig(
-                n_members=model.n_members,
-                epochs=self.settings.neural_finetune_epochs,
-                lr=1e-3,
-                seed=seed,
-                patience=self.settings.neural_finetune_epochs,
-                device=str(getattr(model.descriptor, "device", "cpu")),
-            )
-            model, _ = train_neural(model.descriptor, frames, None, cfg, init=model)
+        model = update_model(self.model, labelled, self.store, self.settings, self._rng)
         self.committee.set_model(model, calibration=self._calibration())
 
     # ------------------------------------------------------------------ ASE dynamics
@@ -496,37 +404,9 @@ class OnTheFlyLearner:
         path = self.run_dir / "state.json"
         with open(path) as fh:
             state = json.load(fh)
-        known = set(_State.__dataclass_fields__)
-        self.state = _State(**{k: v for k, v in state.items() if k in known})
+        known = set(LearnerState.__dataclass_fields__)
+        self.state = LearnerState(**{k: v for k, v in state.items() if k in known})
         self.trigger.load_state_dict(state.get("trigger", {}))
         if "rng" in state:
             self._rng.bit_generator.state = state["rng"]
         return state
-
-
-class OTFCalculator(Calculator):
-    """ASE calculator face of an :class:`OnTheFlyLearner` (one call = one MD step).
-
-    Results are the committee's (mean and calibrated spread), except on a labelled step, where
-    ``energy``, ``forces`` and ``stress`` are the reference's and ``labelled`` is True.
-    """
-
-    implemented_properties = CommitteeCalculator.implemented_properties
-
-    def __init__(self, learner: OnTheFlyLearner, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.learner = learner
-
-    def calculate(
-        self,
-        atoms: Atoms | None = None,
-        properties: list[str] | tuple[str, ...] = ("energy",),
-        system_changes: list[str] = all_changes,
-    ) -> None:
-        super().calculate(atoms, properties, system_changes)
-        assert self.atoms is not None
-        temperature = None
-        if self.atoms.get_momenta().any():
-            temperature = float(self.atoms.get_temperature())
-        results, _ = self.learner.step(self.atoms, temperature=temperature)
-        self.results = results

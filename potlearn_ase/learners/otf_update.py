@@ -1,0 +1,107 @@
+"""How the on-the-fly learner learns from new labels: calibration, model update, batch pick.
+
+* **Prequential calibration**: before the model is updated, each new label is compared with
+  the committee's prediction of it, so every label is also an honest validation point;
+  :func:`prequential_ratios` gives ``|error| / spread`` of its force components and
+  :func:`calibration_factor` the 68.3 % quantile of all of them (``alpha``).
+* **Model update** (:func:`update_model`): a linear committee is updated in closed form; a
+  neural one is fine-tuned for a few epochs on the stored labels, at most
+  ``neural_max_frames`` of them (the newest half, then a random sample of the older ones),
+  so its cost stays bounded as labels grow.
+* **Batch pick** (:func:`pick_diverse`): in batch mode, the frames to label are chosen by
+  farthest-point sampling of their mean descriptor, starting from the most uncertain one, so
+  a batch is diverse rather than redundant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from potlearn_ase.data.store import LabelStore
+from potlearn_ase.data.validate import get_labels
+from potlearn_ase.learners.otf_settings import OTFSettings
+from potlearn_ase.models.calibration import ONE_SIGMA
+from potlearn_ase.models.linear import LinearCommittee
+
+__all__ = ["calibration_factor", "pick_diverse", "prequential_ratios", "update_model"]
+
+
+def prequential_ratios(pred: dict[str, np.ndarray], labelled: Atoms) -> list[float]:
+    """``|mean - reference| / spread`` of every force component with a nonzero spread.
+
+    ``pred`` is the raw committee prediction (``forces`` of shape (M, N, 3)) made before the
+    model learned from ``labelled``, which carries the reference forces.
+    """
+    f_ref = np.asarray(get_labels(labelled)["forces"])
+    spread = pred["forces"].std(0)
+    err = np.abs(pred["forces"].mean(0) - f_ref)
+    ok = spread > 0
+    return (err[ok] / spread[ok]).ravel().tolist()
+
+
+def calibration_factor(
+    ratios: Sequence[float], n_labels: int, min_labels: int, current: float
+) -> float:
+    """The 68.3 % quantile of ``ratios``; ``current`` until ``min_labels`` labels were seen."""
+    if n_labels < min_labels or not ratios:
+        return current
+    return float(np.quantile(np.asarray(ratios), ONE_SIGMA))
+
+
+def update_model(
+    model: Any,
+    labelled: list[Atoms],
+    store: LabelStore,
+    settings: OTFSettings,
+    rng: np.random.Generator,
+) -> Any:
+    """The model after learning from ``labelled`` (already in ``store``).
+
+    A :class:`~potlearn_ase.models.linear.LinearCommittee` is updated in place and returned;
+    a neural committee is fine-tuned from its current weights on the stored labels and the
+    new model returned. ``rng`` seeds the committee draws (and picks the frames).
+    """
+    seed = int(rng.integers(2**31))
+    if isinstance(model, LinearCommittee):
+        model.update(labelled, rng=seed)
+        return model
+    from potlearn_ase.training.trainer import NeuralTrainConfig, train_neural
+
+    frames = store.frames()
+    cap = settings.neural_max_frames
+    if len(frames) > cap:
+        newest = frames[-cap // 2 :]
+        older = frames[: -cap // 2]
+        pick = rng.choice(len(older), size=cap - len(newest), replace=False)
+        frames = [older[i] for i in sorted(pick)] + newest
+    cfg = NeuralTrainConfig(
+        n_members=model.n_members,
+        epochs=settings.neural_finetune_epochs,
+        lr=1e-3,
+        seed=seed,
+        patience=settings.neural_finetune_epochs,
+        device=str(getattr(model.descriptor, "device", "cpu")),
+    )
+    model, _ = train_neural(model.descriptor, frames, None, cfg, init=model)
+    return model
+
+
+def pick_diverse(
+    descriptor: Any, frames: Sequence[Atoms], uncertainties: Sequence[float], k: int
+) -> list[int]:
+    """Indices of ``k`` diverse frames: farthest-point sampling of their mean descriptor
+    (standardised), starting from the most uncertain frame."""
+    from potlearn_ase.selection.fps import farthest_point_sampling
+
+    feats = np.stack(
+        [descriptor.compute(a, derivatives=False).features.mean(0).cpu().numpy() for a in frames]
+    )
+    scale = feats.std(0)
+    feats = feats / np.where(scale > 0, scale, 1.0)
+    # start from the most uncertain candidate, then add the most different ones
+    start = int(np.argmax(uncertainties))
+    return [int(i) for i in farthest_point_sampling(feats, k, start=start)]
