@@ -4,12 +4,16 @@
 
     potlearn train train.xyz --committee 8 --kind linear -o model.pt [--val val.xyz]
     mpiexec -n 2 potlearn train train.xyz --committee 8 --kind neural -o model.pt
+    mpiexec -n 2 potlearn train train.xyz --kind neural --split structures -o model.pt
 
 Under ``mpiexec`` the structures are read on rank 0 and broadcast once; linear fits split the
-accumulation of the normal equations, neural fits split the members
-(:mod:`potlearn_ase.training.mpi`); rank 0 writes the model. The result equals the serial one
-for the same ``--seed``. ``python -m potlearn_ase.training.cli train ...`` runs the same
-command without the ``potlearn`` entry point.
+accumulation of the normal equations, neural fits split the members (``--split members``, the
+default: the result equals the serial one for the same ``--seed``) or the structures of every
+batch (``--split structures``: data parallel and faster; the result equals a serial run with
+``--split structures --shards R`` for ``R`` ranks, and a plain serial run to rounding), see
+:mod:`potlearn_ase.training.mpi`; rank 0 writes the model. ``python -m
+potlearn_ase.training.cli train ...`` runs the same command without the ``potlearn`` entry
+point.
 """
 
 from __future__ import annotations
@@ -53,6 +57,21 @@ def add_subparser(subparsers: Any) -> None:
         help="structures per batch (neural: per optimiser step; linear: per unit of work)",
     )
     p.add_argument("--lr", type=float, default=3e-3, help="neural: Adam learning rate")
+    p.add_argument(
+        "--split",
+        choices=["members", "structures"],
+        default="members",
+        help="neural under mpiexec: split the members over the ranks (identical to serial) or "
+        "the structures of every batch (data parallel, faster; equal to serial to rounding)",
+    )
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        metavar="S",
+        help="neural --split structures: shards per batch, whose gradients are added in order "
+        "(default the number of ranks; give the same S to a serial run to reproduce it exactly)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (torch device)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_train)
@@ -70,6 +89,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.committee < 1:
         raise ConfigError(f"--committee must be at least 1, got {args.committee}")
+    if args.shards is not None and args.shards < 1:
+        raise ConfigError(f"--shards must be at least 1, got {args.shards}")
     comm = world()
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     data: Any = None
@@ -115,10 +136,13 @@ def run_train(args: argparse.Namespace) -> int:
             device=args.device,
             seed=args.seed,
         )
-        model, _ = train_neural_mpi(desc, train, val or None, cfg, comm=comm)
+        model, _ = train_neural_mpi(
+            desc, train, val or None, cfg, comm=comm, split=args.split, shards=args.shards
+        )
     if rank != 0:
         return 0
-    return save_calibrated(model, train, val, args.output, mpi_ranks=size, kind=args.kind)
+    extra = {"split": args.split} if args.kind == "neural" else {}
+    return save_calibrated(model, train, val, args.output, mpi_ranks=size, kind=args.kind, **extra)
 
 
 def save_calibrated(

@@ -7,13 +7,24 @@ Run under ``mpiexec -n R``. The structures are read on rank 0 and broadcast once
   structures, the accumulators are summed on rank 0 (in the serial order, or with one
   ``Allreduce``), rank 0 solves for the posterior and draws the members, and the result is
   broadcast (:func:`fit_linear_mpi`);
-- neural committees: the ``M`` members are split into contiguous blocks, one per rank, each
-  rank trains its block (a member's result depends only on the seed and its index, see
-  :func:`potlearn_ase.training.trainer.train_neural`) and the weights are gathered
-  (:func:`train_neural_mpi`).
+- neural committees (:func:`train_neural_mpi`), two ways:
 
-Both give the serial result for equal seeds, up to floating-point summation order. Reference
-calculations go to MPI worker processes through :func:`mpi_executor`.
+  * ``split="members"``: the ``M`` members are split into contiguous blocks, one per rank,
+    each rank trains its block (a member's result depends only on the seed and its index, see
+    :func:`potlearn_ase.training.trainer.train_neural`) and the weights are gathered. The
+    result is the serial one to the last bit, but every rank repeats the work shared by the
+    members (the descriptor of every structure and its contraction with the members' feature
+    gradients), so two ranks are well short of twice as fast;
+  * ``split="structures"`` (data parallel): every rank holds all members and computes the
+    descriptor outputs and loss gradients of its share of each batch; the gradients are
+    gathered and added in a fixed shard order every optimiser step
+    (:mod:`potlearn_ase.training.batches`). This splits all the work. The result equals a
+    serial run with the same number of shards exactly, and a default serial run (one shard)
+    to rounding: the sums over a batch are split in two, and training carries the last-bit
+    differences on (measured in ``tests/training/test_data_parallel.py``).
+
+Linear fits give the serial result for equal seeds, up to floating-point summation order.
+Reference calculations go to MPI worker processes through :func:`mpi_executor`.
 
 ``mpi4py`` is imported only when the process was started by an MPI launcher (or a
 communicator is passed in): a serial run never loads MPI.
@@ -248,32 +259,56 @@ def train_neural_mpi(
     *,
     init: NeuralCommittee | None = None,
     comm: Any | None = None,
+    split: str = "members",
+    shards: int | None = None,
 ) -> tuple[NeuralCommittee, list[TrainingHistory]]:
-    """:func:`potlearn_ase.training.trainer.train_neural` with the members split over ranks.
-
-    Rank ``r`` trains the ``r``-th block of :func:`member_blocks`; the weights are gathered
-    and joined in member order, and every rank returns the whole committee.
+    """:func:`potlearn_ase.training.trainer.train_neural` spread over MPI ranks.
 
     Parameters
     ----------
     descriptor, train, val, config, init
         As for :func:`~potlearn_ase.training.trainer.train_neural`, identical on every rank.
     comm : mpi4py communicator, optional
-        Default :func:`world`; without MPI this is the serial training.
+        Default :func:`world`; without MPI this is the serial training (with ``shards``
+        shards for ``split="structures"``).
+    split : {"members", "structures"}
+        ``"members"``: rank ``r`` trains the ``r``-th block of :func:`member_blocks`, the
+        weights are gathered and joined in member order; identical to the serial run.
+        ``"structures"``: data parallel, every batch is cut into ``shards`` shards dealt to
+        the ranks and the gradients are added in shard order; identical to a serial run with
+        ``train_neural(..., shards=shards)``, equal to a one-shard serial run to rounding,
+        and faster (it splits the descriptor work too).
+    shards : int, optional
+        Shards per batch for ``split="structures"``; default the number of ranks.
 
     Returns
     -------
     model : NeuralCommittee
-        All members.
+        All members, on every rank.
     histories : list of TrainingHistory
-        One per rank, in rank order.
+        ``"members"``: one per rank, in rank order; ``"structures"``: the one history every
+        rank shares.
+
+    Raises
+    ------
+    ConfigError
+        An unknown ``split``.
     """
+    if split not in ("members", "structures"):
+        raise ConfigError(f"split must be 'members' or 'structures', got {split!r}")
     cfg = config or NeuralTrainConfig()
     comm = world() if comm is None else comm
-    if comm is None or comm.Get_size() == 1:
+    size = comm.Get_size() if comm is not None else 1
+    if split == "structures":
+        n_shards = size if shards is None else int(shards)
+        model, hist = train_neural(
+            descriptor, train, val, cfg, init=init, shards=n_shards, comm=comm
+        )
+        return model, [hist]
+    if comm is None or size == 1:
         model, hist = train_neural(descriptor, train, val, cfg, init=init)
         return model, [hist]
-    rank, size = comm.Get_rank(), comm.Get_size()
+    rank = comm.Get_rank()
     total = init.members if init is not None else tuple(range(cfg.n_members))
     blocks = [[total[i] for i in b] for b in member_blocks(len(total), size)]
     log.info("rank %d of %d trains members %s", rank, size, blocks[rank])

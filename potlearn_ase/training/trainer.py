@@ -13,15 +13,18 @@ import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from ase import Atoms
 
 from potlearn_ase.data.batch import resolve_device
-from potlearn_ase.data.validate import get_labels, require_labels
+from potlearn_ase.data.validate import require_labels
 from potlearn_ase.descriptors.base import Descriptor
+from potlearn_ase.errors import ConfigError
 from potlearn_ase.models.neural import NeuralCommittee, member_seed
+from potlearn_ase.training.batches import Shard, normalise, ordered_sum, shard_loss, split_shards
 
 __all__ = ["NeuralTrainConfig", "TrainingHistory", "train_neural"]
 
@@ -93,69 +96,6 @@ class TrainingHistory:
     best_epochs: list[int] = field(default_factory=list)
 
 
-class _Batch:
-    """A fixed batch of structures with its descriptor output and labels on the device."""
-
-    def __init__(self, descriptor: Descriptor, frames: Sequence[Atoms], idx: np.ndarray):
-        self.index = idx
-        self.out = descriptor.compute_batch(frames)  # type: ignore[attr-defined]
-        dev, dt = self.out.features.device, self.out.features.dtype
-        labels = [get_labels(a) for a in frames]
-        self.energy = torch.tensor([lab["energy"] for lab in labels], dtype=dt, device=dev)
-        self.forces = torch.as_tensor(
-            np.concatenate([lab["forces"] for lab in labels]), dtype=dt, device=dev
-        )
-        self.n_atoms = torch.tensor([len(a) for a in frames], dtype=dt, device=dev)
-
-
-def _loss(
-    model: NeuralCommittee, b: _Batch, cfg: NeuralTrainConfig, weights: torch.Tensor | None
-) -> torch.Tensor:
-    """Per-member loss ``(M,)``; ``weights (M, n_structures)`` are bootstrap counts."""
-    out = b.out
-    e_atoms, G = model.feature_gradients(out.features, out.species, create_graph=True)
-    M = e_atoms.shape[0]
-    E = e_atoms.new_zeros(M, out.n_structures).index_add(1, out.batch, e_atoms)
-    dx, _ = out.vjp(G)
-    e_err = ((E - b.energy) / b.n_atoms) ** 2  # (M, B)
-    f_err = ((-dx - b.forces) ** 2).sum(-1)  # (M, n)
-    f_struct = f_err.new_zeros(M, out.n_structures).index_add(1, out.batch, f_err)
-    f_struct = f_struct / (3.0 * b.n_atoms)
-    per_struct = cfg.energy_weight * e_err + cfg.force_weight * f_struct
-    if weights is None:
-        return per_struct.mean(1)
-    return (weights * per_struct).sum(1) / weights.sum(1).clamp(min=1.0)
-
-
-def _normalise(model: NeuralCommittee, batches: Sequence[_Batch]) -> None:
-    """Feature standardisation and per-element energy shift from the training data."""
-    feats = torch.cat([b.out.features for b in batches])
-    model.feature_mean.copy_(feats.mean(0))
-    model.feature_std.copy_(feats.std(0).clamp(min=1e-6))
-    S = len(model.elements)
-    counts = torch.cat(
-        [
-            torch.stack(
-                [
-                    feats.new_zeros(b.out.n_structures).index_add(
-                        0, b.out.batch, (b.out.species == s).to(feats.dtype)
-                    )
-                    for s in range(S)
-                ],
-                dim=1,
-            )
-            for b in batches
-        ]
-    )
-    energies = torch.cat([b.energy for b in batches])
-    sol = torch.linalg.lstsq(counts, energies[:, None]).solution[:, 0]
-    model.energy_shift.copy_(sol)
-    resid = (energies - counts @ sol) / counts.sum(1)
-    forces = torch.cat([b.forces for b in batches])
-    scale = max(float(resid.std()) if len(resid) > 1 else 0.0, float(forces.std()) * 0.1, 1e-3)
-    model.energy_scale.fill_(scale)
-
-
 def train_neural(
     descriptor: Descriptor,
     train: Sequence[Atoms],
@@ -165,6 +105,8 @@ def train_neural(
     init: NeuralCommittee | None = None,
     progress: bool = False,
     members: Sequence[int] | None = None,
+    shards: int = 1,
+    comm: Any | None = None,
 ) -> tuple[NeuralCommittee, TrainingHistory]:
     """Train a neural committee on labelled structures (energies and forces).
 
@@ -191,6 +133,13 @@ def train_neural(
     members : sequence of int, optional
         Train only these members (global indices) of the ``config.n_members`` committee (or of
         ``init``); default all.
+    shards : int
+        Each batch is cut into this many contiguous shards whose loss gradients are computed
+        apart and added in shard order (see :mod:`potlearn_ase.training.batches`). The result
+        depends on ``shards`` (to rounding), never on the number of ranks sharing them.
+    comm : mpi4py communicator, optional
+        Data parallelism: shard ``s`` is computed on rank ``s % size`` (descriptor outputs
+        included) and every rank ends with the same committee. Default: every shard here.
 
     Returns
     -------
@@ -198,8 +147,15 @@ def train_neural(
         The trained members, each at its best validation epoch.
     history : TrainingHistory
         Committee-mean losses per epoch and each member's kept epoch.
+
+    Raises
+    ------
+    ConfigError
+        ``shards`` below 1.
     """
     cfg = config or NeuralTrainConfig()
+    if shards < 1:
+        raise ConfigError(f"shards must be at least 1, got {shards}")
     device = resolve_device(cfg.device)
     if getattr(descriptor, "device", device) != device and hasattr(descriptor, "to"):
         descriptor = descriptor.to(device)  # type: ignore[attr-defined]
@@ -208,21 +164,32 @@ def train_neural(
     if val:
         for k, a in enumerate(val):
             require_labels(a, energy=True, forces=True, where=f"validation structure {k}")
+    rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
+    owners = [s % size for s in range(shards)]
+
+    def build(frames: Sequence[Atoms], index: list[np.ndarray]) -> list[list[Shard | None]]:
+        return [
+            [
+                Shard(descriptor, [frames[i] for i in part], part)
+                if owners[s] == rank and len(part)
+                else None
+                for s, part in enumerate(split_shards(idx, shards))
+            ]
+            for idx in index
+        ]
+
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(train))
     bs = cfg.batch_size
-    batches = [
-        _Batch(descriptor, [train[i] for i in order[s : s + bs]], order[s : s + bs])
-        for s in range(0, len(train), bs)
-    ]
-    val_batches = (
-        [
-            _Batch(descriptor, list(val[s : s + bs]), np.arange(s, min(len(val), s + bs)))
-            for s in range(0, len(val), bs)
-        ]
-        if val
-        else batches
-    )
+    batch_index = [order[s : s + bs] for s in range(0, len(train), bs)]
+    batches = build(train, batch_index)
+    if val:
+        val_batches = build(
+            val, [np.arange(s, min(len(val), s + bs)) for s in range(0, len(val), bs)]
+        )
+    else:
+        val_batches = batches
+    n_val = len(val) if val else len(train)
     total = cfg.n_members if init is None else init.n_members
     if init is not None:
         model = copy.deepcopy(init).to(device)
@@ -238,13 +205,15 @@ def train_neural(
             seed=cfg.seed,
             members=members,
         ).to(device)
-        _normalise(model, batches)
+        normalise(model, [b for row in batches for b in row], comm)
     hist = TrainingHistory()
     M = model.n_members
     hist.best_epochs = [-1] * M
     if M == 0:
         model.eval()
         return model, hist
+    params = list(model.parameters())
+    like = params[0].detach()
     boot = None
     if cfg.bootstrap and total > 1:
         n = len(train)
@@ -257,10 +226,12 @@ def train_neural(
                 for m in model.members
             ]
         )
-        boot = torch.as_tensor(counts, dtype=batches[0].energy.dtype, device=device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        boot = torch.as_tensor(counts, dtype=like.dtype, device=device)
+    opt = torch.optim.Adam(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_decay)
-    params = list(model.parameters())
+    sizes = [p.numel() for p in params]
+    n_flat = sum(sizes)
+    ew, fw = cfg.energy_weight, cfg.force_weight
     best_params = [p.detach().clone() for p in params]
     best = torch.full((M,), float("inf"), dtype=torch.float64)
     stale = torch.zeros(M, dtype=torch.int64)
@@ -272,20 +243,35 @@ def train_neural(
         epochs = tqdm(epochs, desc="training", unit="epoch")
     for epoch in epochs:
         model.train()
-        total = 0.0
+        train_loss = 0.0
         for bi in rng.permutation(len(batches)):
-            b = batches[bi]
-            w = boot[:, torch.as_tensor(b.index, device=device)] if boot is not None else None
-            opt.zero_grad()
-            loss = _loss(model, b, cfg, w).sum()
-            loss.backward()
+            idx = torch.as_tensor(batch_index[bi], device=device)
+            # the weight of the whole batch normalises every shard's share of the loss
+            W = boot[:, idx].sum(1).clamp(min=1.0) if boot is not None else float(len(idx))
+            vecs: list[torch.Tensor | None] = []
+            for b in batches[bi]:
+                if b is None:
+                    vecs.append(None)
+                    continue
+                w = boot[:, torch.as_tensor(b.index, device=device)] if boot is not None else None
+                loss = (shard_loss(model, b, ew, fw, w) / W).sum()
+                grads = torch.autograd.grad(loss, params)
+                vecs.append(torch.cat([*(g.reshape(-1) for g in grads), loss.detach()[None]]))
+            flat = ordered_sum(vecs, owners, n_flat + 1, comm, like)
+            for p, g in zip(params, torch.split(flat[:-1], sizes)):
+                p.grad = g.view_as(p)
             opt.step()
-            total += float(loss.detach()) / M
+            train_loss += float(flat[-1]) / M
         sched.step()
         with torch.no_grad():
-            vl_t = sum(_loss(model, b, cfg, None).detach() for b in val_batches)
-            vl = (vl_t / len(val_batches)).to("cpu", torch.float64)
-        hist.train_loss.append(total / len(batches))
+            vecs = [
+                None if b is None else shard_loss(model, b, ew, fw, None, create_graph=False)
+                for row in val_batches
+                for b in row
+            ]
+            vl_t = ordered_sum(vecs, owners * len(val_batches), M, comm, like) / n_val
+            vl = vl_t.to("cpu", torch.float64)
+        hist.train_loss.append(train_loss / len(batches))
         hist.val_loss.append(float(vl.mean()))
         hist.member_val_loss.append(vl.tolist())
         improved = active & (vl < best * (1 - 1e-4))

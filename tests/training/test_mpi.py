@@ -49,9 +49,7 @@ def _env() -> dict[str, str]:
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
-    )
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -99,16 +97,26 @@ def test_mpiexec_two_ranks_equals_serial(data_dir, kind, extra):
     args = ["train", "train.xyz", "--kind", kind, *_COMMON, *extra]
     _run([sys.executable, "-c", _SERIAL, *args, "-o", f"{kind}-serial.pt"], data_dir)
     out = _run(
-        [MPIEXEC, "-n", "2", sys.executable, "-m", "potlearn_ase.training.cli", *args,
-         "-o", f"{kind}-mpi.pt"],
+        [
+            MPIEXEC,
+            "-n",
+            "2",
+            sys.executable,
+            "-m",
+            "potlearn_ase.training.cli",
+            *args,
+            "-o",
+            f"{kind}-mpi.pt",
+        ],
         data_dir,
     )
     summary = json.loads(out.stdout)  # only rank 0 prints
     assert summary["mpi_ranks"] == 2
     _assert_same_model(data_dir / f"{kind}-serial.pt", data_dir / f"{kind}-mpi.pt")
     # a different seed gives a different committee, so the comparison above can fail
-    _run([sys.executable, "-c", _SERIAL, *args[:-2], "--seed", "8", "-o", f"{kind}-s8.pt"],
-         data_dir)
+    _run(
+        [sys.executable, "-c", _SERIAL, *args[:-2], "--seed", "8", "-o", f"{kind}-s8.pt"], data_dir
+    )
     with pytest.raises(AssertionError):
         _assert_same_model(data_dir / f"{kind}-serial.pt", data_dir / f"{kind}-s8.pt")
 
@@ -148,8 +156,10 @@ def test_reference_calls_on_mpi_workers(tmp_path):
             """
         )
     )
-    _run([MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py.futures", str(script), "res.json"],
-         tmp_path)
+    _run(
+        [MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py.futures", str(script), "res.json"],
+        tmp_path,
+    )
     res = json.loads((tmp_path / "res.json").read_text())
     assert res["workers"] == 1
     assert res["me"] not in res["pids"]  # the calculations ran in the other rank's process
@@ -214,8 +224,22 @@ def test_subparser_registers_train_and_fits_serially(data_dir, tmp_path):
     add_subparser(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / "m.pt"
     args = parser.parse_args(
-        ["train", str(data_dir / "train.xyz"), "--val", str(data_dir / "val.xyz"), "-o", str(out),
-         "--committee", "4", "--cutoff", "4.0", "--n-radial", "4", "--l-max", "2"]
+        [
+            "train",
+            str(data_dir / "train.xyz"),
+            "--val",
+            str(data_dir / "val.xyz"),
+            "-o",
+            str(out),
+            "--committee",
+            "4",
+            "--cutoff",
+            "4.0",
+            "--n-radial",
+            "4",
+            "--l-max",
+            "2",
+        ]
     )
     assert args.kind == "linear" and args.committee == 4
     assert args.func(args) == 0
