@@ -27,7 +27,7 @@ from potlearn_ase.calculators.committee import CommitteeCalculator
 from potlearn_ase.config import from_mapping, read_config_file, to_mapping
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.descriptors.ace import ACEConfig, ACEDescriptor
-from potlearn_ase.errors import ConfigError
+from potlearn_ase.errors import ConfigError, ReferenceFailure
 from potlearn_ase.learners.otf import OnTheFlyLearner, OTFSettings, checkpoint_atoms
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.triggers import trigger_from_config
@@ -288,30 +288,46 @@ def run_otf(
         store.close()
 
 
+def label_initial(
+    start: Atoms,
+    reference: Reference,
+    store: LabelStore,
+    initial: InitialSpec,
+    rng: np.random.Generator,
+) -> None:
+    """The starting data of a run: ``initial.n_labels`` rattled copies of ``start``, labelled.
+
+    Raises
+    ------
+    ReferenceFailure
+        The reference failed on a starting structure (nothing else to learn from).
+    """
+    for _ in range(initial.n_labels):
+        a = start.copy()
+        if initial.rattle > 0:
+            a.rattle(initial.rattle, seed=int(rng.integers(2**31)))
+        res = reference.label(a)
+        if not res.ok or res.atoms is None:
+            raise ReferenceFailure(f"the reference failed on the starting structure: {res.error}")
+        store.append(
+            res.atoms,
+            provenance={
+                "reference": reference.name,
+                "reference_params": reference.params,
+                "engine": "initial",
+                "md_step": 0,
+                "uncertainty": {},
+                "wall_time": res.wall_time,
+                "timestamp": time.time(),
+            },
+        )
+
+
 def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -> dict[str, Any]:
     md = cfg.md
     rng = np.random.default_rng(md.seed)
     if len(store) == 0:
-        # the starting data: the first structure, rattled, labelled by the reference
-        for _ in range(cfg.initial.n_labels):
-            a = start.copy()
-            if cfg.initial.rattle > 0:
-                a.rattle(cfg.initial.rattle, seed=int(rng.integers(2**31)))
-            res = reference.label(a)
-            if not res.ok:
-                raise RuntimeError(f"the reference failed on the starting structure: {res.error}")
-            store.append(
-                res.atoms,
-                provenance={
-                    "reference": reference.name,
-                    "reference_params": reference.params,
-                    "engine": "initial",
-                    "md_step": 0,
-                    "uncertainty": {},
-                    "wall_time": res.wall_time,
-                    "timestamp": time.time(),
-                },
-            )
+        label_initial(start, reference, store, cfg.initial, rng)
     model = _fit(cfg, store.frames(), elements, md.seed)
     calc = CommitteeCalculator(model=model, calibration=1.0)
     learner = OnTheFlyLearner(

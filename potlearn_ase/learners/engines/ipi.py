@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ from potlearn_ase.calculators.committee import CommitteeCalculator
 from potlearn_ase.calculators.ipi import IPIClient
 from potlearn_ase.config import from_mapping, read_config_file
 from potlearn_ase.data.store import LabelStore
-from potlearn_ase.learners.otf import OnTheFlyLearner, OTFSettings
+from potlearn_ase.learners.engines.config import EngineLearnConfig
+from potlearn_ase.learners.otf import OnTheFlyLearner
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.triggers import Decision, trigger_from_config
 
@@ -45,27 +46,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class IPILearnConfig:
-    """Configuration of ``potlearn ipi --learn``.
+class IPILearnConfig(EngineLearnConfig):
+    """Configuration of ``potlearn ipi --learn`` (the keys of :class:`EngineLearnConfig`)."""
 
-    Attributes
-    ----------
-    reference : str or mapping
-        The reference calculator (:meth:`Reference.from_spec`).
-    trigger : mapping
-        The trigger (:func:`trigger_from_config`); thresholds in eV/Angstrom.
-    run_dir : str
-        Where labels, checkpoints, the updated model and the summary go.
-    settings : OTFSettings
-        The learner's other settings.
-    """
-
-    reference: str | dict[str, Any] = "emt"
-    trigger: dict[str, Any] = field(
-        default_factory=lambda: {"kind": "adaptive", "factor": 1.2, "min_gap": 5}
-    )
     run_dir: str = "ipi-otf"
-    settings: OTFSettings = field(default_factory=OTFSettings)
 
 
 class IPILearnerAdapter:

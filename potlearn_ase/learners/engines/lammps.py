@@ -45,8 +45,9 @@ from ase import Atoms
 from potlearn_ase.calculators.committee import CommitteeCalculator
 from potlearn_ase.config import from_mapping, read_config_file
 from potlearn_ase.data.store import LabelStore
-from potlearn_ase.errors import ConfigError, ReferenceFailure
-from potlearn_ase.learners.otf import OnTheFlyLearner, OTFSettings
+from potlearn_ase.errors import ConfigError
+from potlearn_ase.learners.engines.config import EngineLearnConfig
+from potlearn_ase.learners.otf import OnTheFlyLearner
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.run import InitialSpec, ModelSpec
 from potlearn_ase.learners.triggers import Decision, trigger_from_config
@@ -57,31 +58,19 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class LammpsLearnConfig:
-    """Configuration of ``potlearn lammps --learn``.
+class LammpsLearnConfig(EngineLearnConfig):
+    """Configuration of ``potlearn lammps --learn``: the keys of :class:`EngineLearnConfig`,
+    plus the starting model when no model file is given.
 
     Attributes
     ----------
-    reference : str or mapping
-        The reference calculator (:meth:`Reference.from_spec`).
-    trigger : mapping
-        The trigger (:func:`trigger_from_config`); thresholds in eV/Angstrom.
-    run_dir : str
-        Where labels, checkpoints, the updated model and the summary go.
-    settings : OTFSettings
-        The learner's other settings (``checkpoint_every`` counts force calls here).
     model : ModelSpec
         Descriptor and committee of the starting model when no model file is given.
     initial : InitialSpec
         Starting labels when no model file is given.
     """
 
-    reference: str | dict[str, Any] = "emt"
-    trigger: dict[str, Any] = field(
-        default_factory=lambda: {"kind": "adaptive", "factor": 1.2, "min_gap": 5}
-    )
     run_dir: str = "lammps-otf"
-    settings: OTFSettings = field(default_factory=OTFSettings)
     model: ModelSpec = field(default_factory=ModelSpec)
     initial: InitialSpec = field(default_factory=InitialSpec)
 
@@ -165,31 +154,12 @@ def _starting_model(
     """The first committee of a run without a model file: fit to labelled rattled copies."""
     import numpy as np
 
-    from potlearn_ase.learners.run import OTFRunConfig, _fit
+    from potlearn_ase.learners.run import OTFRunConfig, _fit, label_initial
 
-    rng = np.random.default_rng(cfg.settings.seed)
     if len(store) == 0:
-        for _ in range(cfg.initial.n_labels):
-            a = atoms.copy()
-            if cfg.initial.rattle > 0:
-                a.rattle(cfg.initial.rattle, seed=int(rng.integers(2**31)))
-            res = reference.label(a)
-            if not res.ok or res.atoms is None:
-                raise ReferenceFailure(
-                    f"the reference failed on the deck's first structure: {res.error}"
-                )
-            store.append(
-                res.atoms,
-                provenance={
-                    "reference": reference.name,
-                    "reference_params": reference.params,
-                    "engine": "initial",
-                    "md_step": 0,
-                    "uncertainty": {},
-                    "wall_time": res.wall_time,
-                    "timestamp": time.time(),
-                },
-            )
+        label_initial(
+            atoms, reference, store, cfg.initial, np.random.default_rng(cfg.settings.seed)
+        )
     elements = sorted(set(atoms.get_chemical_symbols()))
     model = _fit(OTFRunConfig(model=cfg.model), store.frames(), elements, cfg.settings.seed)
     return CommitteeCalculator(model=model, calibration=1.0)
