@@ -113,6 +113,7 @@ class LabelStore:
 
     # -- opening, folding, closing -------------------------------------------------------
     def _open_writer(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(
             self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644
         )

@@ -110,7 +110,7 @@ def assert_record(atoms: Atoms, i: int) -> None:
 
 
 def test_round_trip_variable_sizes_stress_and_provenance(tmp_path: Path) -> None:
-    path = tmp_path / "labels.h5"
+    path = tmp_path / "run" / "new" / "labels.h5"  # a writer creates missing folders
     with LabelStore(path, fold_every=3) as store:
         for i in range(8):
             atoms = make_record(i)
