@@ -14,6 +14,9 @@ energy_committee   (M,)            every member's energy (eV)
 forces_committee   (M, N, 3)       every member's forces (eV/A)
 stress_committee   (M, 6)          every member's stress (eV/A^3)
 calibration        float           the factor alpha applied to every *_std
+extrapolation_grade (N,)           per-atom gamma against the training atoms (models
+                                   with an active set; > 1 means extrapolation)
+max_extrapolation_grade float      max over atoms of extrapolation_grade
 ================== =============== ==================================================
 
 Standard deviations use ``ddof=0``, so a one-member committee reports zeros.
@@ -67,6 +70,8 @@ class CommitteeCalculator(Calculator):
         "energy_committee",
         "forces_committee",
         "stress_committee",
+        "extrapolation_grade",
+        "max_extrapolation_grade",
     ]
     discard_results_on_any_change = True
 
@@ -149,6 +154,10 @@ def committee_results(pred: dict[str, np.ndarray], calibration: float) -> dict[s
         res["forces_std"] = fstd
         res["max_force_std"] = float(np.linalg.norm(fstd, axis=1).max()) if len(fstd) else 0.0
         res["forces_committee"] = F.copy()
+    if "extrapolation_grade" in pred:
+        g = np.asarray(pred["extrapolation_grade"], dtype=float)
+        res["extrapolation_grade"] = g
+        res["max_extrapolation_grade"] = float(g.max()) if g.size else 0.0
     if "stress" in pred:
         S = pred["stress"]
         res["stress"] = S.mean(0)

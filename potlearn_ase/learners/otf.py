@@ -256,6 +256,11 @@ class OnTheFlyLearner:
                     "max_force_std": float(r.get("max_force_std", 0.0)),
                     "energy_std": float(r["energy_std"]),
                     "calibration": float(self.committee.calibration),
+                    **(
+                        {"max_extrapolation_grade": float(r["max_extrapolation_grade"])}
+                        if r.get("max_extrapolation_grade") is not None
+                        else {}
+                    ),
                 },
                 "wall_time": float(res.wall_time),
                 "timestamp": time.time(),

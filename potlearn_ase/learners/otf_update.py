@@ -86,7 +86,10 @@ def update_model(
         patience=settings.neural_finetune_epochs,
         device=str(getattr(model.descriptor, "device", "cpu")),
     )
+    active = getattr(model, "active_set", None)
     model, _ = train_neural(model.descriptor, frames, None, cfg, init=model)
+    if active is not None:
+        model.active_set = active.extended(model.descriptor, labelled)
     return model
 
 

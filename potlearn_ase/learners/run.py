@@ -31,6 +31,7 @@ from potlearn_ase.errors import ConfigError, ReferenceFailure
 from potlearn_ase.learners.otf import OnTheFlyLearner, OTFSettings, checkpoint_atoms
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.triggers import trigger_from_config
+from potlearn_ase.models.active_set import attach_active_set
 from potlearn_ase.models.linear import LinearFitConfig, fit_linear
 
 __all__ = ["OTFRunConfig", "build_structure", "run_otf"]
@@ -196,18 +197,20 @@ def _fit(cfg: OTFRunConfig, frames: list[Atoms], elements: list[str], seed: int)
             stress_weight=m.stress_weight,
             n_members=m.n_members,
         )
-        return fit_linear(desc, frames, fit_cfg, rng=seed)
-    from potlearn_ase.training.trainer import NeuralTrainConfig, train_neural
+        model = fit_linear(desc, frames, fit_cfg, rng=seed)
+    else:
+        from potlearn_ase.training.trainer import NeuralTrainConfig, train_neural
 
-    model, _ = train_neural(
-        desc,
-        frames,
-        None,
-        NeuralTrainConfig(
-            n_members=m.n_members, hidden=m.hidden, epochs=m.epochs, seed=seed, device=m.device
-        ),
-    )
-    return model
+        model, _ = train_neural(
+            desc,
+            frames,
+            None,
+            NeuralTrainConfig(
+                n_members=m.n_members, hidden=m.hidden, epochs=m.epochs, seed=seed, device=m.device
+            ),
+        )
+    # the extrapolation grade rides along with the committee spread (updated with each label)
+    return attach_active_set(model, frames)
 
 
 def _validation_frames(

@@ -16,7 +16,8 @@ trust at all: the MD rewinds to the last accepted state).
 Basic triggers compare one uncertainty with a threshold in physical units:
 :class:`FixedThreshold` (eV/Angstrom), :class:`RelativeThreshold` (dimensionless ratio of
 force uncertainty to force), :class:`EnergyThreshold` (eV/atom) and
-:class:`AdaptiveThreshold` (eV/Angstrom, following the recent uncertainty). Two wrappers
+:class:`AdaptiveThreshold` (eV/Angstrom, following the recent uncertainty), and
+:class:`ExtrapolationThreshold` (the extrapolation grade of models with an active set). Two wrappers
 compose with any of them: :class:`TrustWindow` (reject above a ceiling) and :class:`MinGap`
 (at most one label every ``min_steps`` steps). :func:`trigger_from_config` builds the
 composition from a flat mapping. The interface (:class:`Trigger`, :class:`Decision`) and the
@@ -37,6 +38,7 @@ import numpy as np
 from ase import Atoms
 
 from potlearn_ase.errors import ConfigError, PotlearnError
+from potlearn_ase.learners.extrapolation_trigger import ExtrapolationThreshold
 from potlearn_ase.learners.trigger_base import (
     Decision,
     MinGap,
@@ -50,6 +52,7 @@ __all__ = [
     "AdaptiveThreshold",
     "Decision",
     "EnergyThreshold",
+    "ExtrapolationThreshold",
     "FixedThreshold",
     "MinGap",
     "RelativeThreshold",
@@ -310,6 +313,11 @@ _KINDS: dict[str, tuple[type[Trigger], dict[str, type], tuple[str, ...]]] = {
         },
         (),
     ),
+    "extrapolation": (
+        ExtrapolationThreshold,
+        {"max_grade": float, "max_force_std": float},
+        ("max_grade",),
+    ),
 }
 _WRAPPERS: dict[str, type] = {"min_gap": int, "reject_above": float}
 
@@ -333,7 +341,8 @@ def trigger_from_config(cfg: Mapping[str, Any] | Trigger) -> Trigger:
         ``kind`` is one of ``"fixed"`` (key ``max_force_std``, eV/Angstrom), ``"relative"``
         (``ratio``, ``floor`` in eV/Angstrom), ``"energy"`` (``energy_std_per_atom``,
         eV/atom) or ``"adaptive"`` (``factor``, ``window``, ``initial``, ``min_threshold``,
-        ``max_threshold`` in eV/Angstrom, ``warmup``); the keys are the constructor's
+        ``max_threshold`` in eV/Angstrom, ``warmup``) or ``"extrapolation"`` (``max_grade``,
+        dimensionless, and optionally ``max_force_std``); the keys are the constructor's
         arguments. Optional for every kind: ``min_gap`` (int, steps; wraps in
         :class:`MinGap`) and ``reject_above`` (eV/Angstrom; wraps in :class:`TrustWindow`,
         outermost, so a rejection never waits for the gap). A :class:`Trigger` is returned

@@ -1,5 +1,6 @@
 """Committee models: linear Bayesian and neural."""
 
+from potlearn_ase.models.active_set import ActiveSet, attach_active_set
 from potlearn_ase.models.base import CommitteeModel, CommitteePrediction
 from potlearn_ase.models.calibration import (
     cross_validated_calibration,
@@ -10,10 +11,12 @@ from potlearn_ase.models.linear import LinearCommittee, LinearFitConfig, design_
 from potlearn_ase.models.serialize import load_model, save_model
 
 __all__ = [
+    "ActiveSet",
     "CommitteeModel",
     "CommitteePrediction",
     "LinearCommittee",
     "LinearFitConfig",
+    "attach_active_set",
     "cross_validated_calibration",
     "design_rows",
     "fit_calibration",

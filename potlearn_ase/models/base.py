@@ -41,7 +41,8 @@ class CommitteePrediction(dict):
     """Committee results of one structure, as numpy arrays (ASE units).
 
     Keys: ``energy`` ``(M,)`` eV, ``energies`` ``(M, n_atoms)`` eV, ``forces`` ``(M, n_atoms, 3)``
-    eV/A, and ``stress`` ``(M, 6)`` eV/A^3 (Voigt, ASE sign) for fully periodic structures.
+    eV/A, and ``stress`` ``(M, 6)`` eV/A^3 (Voigt, ASE sign) for fully periodic structures;
+    ``extrapolation_grade`` ``(n_atoms,)`` when the model has an active set.
     """
 
 
@@ -58,6 +59,9 @@ class CommitteeModel(torch.nn.Module, abc.ABC):
     def __init__(self, descriptor: Descriptor):
         super().__init__()
         self.descriptor = descriptor
+        #: optional :class:`~potlearn_ase.models.active_set.ActiveSet`: when set, predictions
+        #: carry each atom's ``extrapolation_grade``
+        self.active_set: Any = None
 
     @property
     def elements(self) -> tuple[str, ...]:
@@ -97,6 +101,8 @@ class CommitteeModel(torch.nn.Module, abc.ABC):
     ) -> dict[str, torch.Tensor]:
         """Committee predictions from a descriptor output (torch tensors)."""
         res: dict[str, torch.Tensor] = {}
+        if getattr(self, "active_set", None) is not None:
+            res["extrapolation_grade"] = self.active_set.grade_features(out.features, out.species)
         W = self.linear_weights()
         if not forces:
             e = self.atomic_energies(out.features, out.species)

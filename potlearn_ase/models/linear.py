@@ -225,6 +225,8 @@ class LinearCommittee(CommitteeModel):
             A, y, w = design_rows(self.descriptor, chunk, self.config)
             ne.add(A, y, w)
         self._solve(np.random.default_rng(rng))
+        if self.active_set is not None:
+            self.active_set = self.active_set.extended(self.descriptor, frames)
         return self
 
     def solve_posterior(self, ne: NormalEquations) -> Posterior:

@@ -65,7 +65,21 @@ def model_state(
     else:
         for k, v in model.state_dict().items():
             tensors[f"state.{k}"] = v.detach().cpu()
+    if getattr(model, "active_set", None) is not None:
+        for k, v in model.active_set.state().items():
+            tensors[f"active_set.{k}"] = v
     return header, tensors
+
+
+def _with_active_set(
+    model: CommitteeModel, tensors: dict[str, torch.Tensor], where: str
+) -> CommitteeModel:
+    if "active_set.rows" in tensors:
+        from potlearn_ase.models.active_set import ActiveSet
+
+        state = {k: _need(tensors, f"active_set.{k}", where) for k in ("scale", "rows", "counts")}
+        model.active_set = ActiveSet.from_state(model.elements, state)
+    return model
 
 
 def _need(d: dict[str, Any], key: str, where: str) -> Any:
@@ -125,13 +139,14 @@ def model_from_state(
                 }
             )
         fit = dict(_need(hp, "fit", f"{where}: hyperparameters"))
-        return LinearCommittee(
+        linear = LinearCommittee(
             descriptor,
             coef.numpy(),
             posterior=posterior,
             normal_equations=ne,
             config=LinearFitConfig(**fit),
         )
+        return _with_active_set(linear, tensors, where)
     if kind == "neural":
         from potlearn_ase.models.neural import NeuralCommittee
 
@@ -141,7 +156,8 @@ def model_from_state(
         if missing:
             raise ModelFormatError(f"{where}: missing tensors {sorted(missing)}")
         model.load_state_dict(state)
-        return model.to(descriptor.device if hasattr(descriptor, "device") else "cpu")
+        model = model.to(descriptor.device if hasattr(descriptor, "device") else "cpu")
+        return _with_active_set(model, tensors, where)
     raise ModelFormatError(f"{where}: unknown model kind {kind!r} (key 'kind')")
 
 
