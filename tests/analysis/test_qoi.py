@@ -185,3 +185,20 @@ def test_qoi_cli(cu_model, tmp_path, capsys):
     assert data["qois"]["lattice_constant"]["mean"] == pytest.approx(
         data["reference"]["qois"]["lattice_constant"]["mean"], abs=0.01
     )
+
+
+def test_report_flags_extrapolated_structures(cu_train):
+    from potlearn_ase.models import attach_active_set
+
+    desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=6, l_max=2))
+    model = attach_active_set(fit_linear(desc, cu_train, LinearFitConfig(n_members=4)), cu_train)
+    cell = bulk("Cu", "fcc", a=3.63)  # near the thermal MD's lattice constant
+    rep = compute_qois(model, cell, which=("vacancy",), relax_lattice=False,
+                       vacancy_options={"relax": False})
+    # bulk MD never shows a vacancy: its neighbours lie far outside the training span
+    assert rep.extrapolation["vacancy"] > 2.0 > rep.extrapolation["bulk"]
+    assert "max extrapolation grade" in rep.table()
+    assert rep.to_dict()["extrapolation_grade"]["vacancy"] == rep.extrapolation["vacancy"]
+    plain = compute_qois(EMT(), cell, which=("vacancy",), relax_lattice=False,
+                         vacancy_options={"relax": False})
+    assert plain.extrapolation == {} and "extrapolation" not in plain.table()

@@ -153,4 +153,27 @@ def compute_qois(
         rd = RDFResult(r=rd.r, g=_scale_spread(rd.g, calibration), ess=rd.ess, n_frames=rd.n_frames)
         qois.update({q.name: q for q in rd.qois()})
     qois = {k: QoI(q.name, q.unit, _scale_spread(q.samples, calibration)) for k, q in qois.items()}
-    return QoIReport(qois=qois, phonons=ph, rdf=rd, structure=structure)
+    return QoIReport(
+        qois=qois,
+        phonons=ph,
+        rdf=rd,
+        structure=structure,
+        extrapolation=_extrapolation(source, structure, which, vacancy_options),
+    )
+
+
+def _extrapolation(
+    source: Source, structure: Atoms, which: Sequence[str], vacancy_options: dict | None
+) -> dict[str, float]:
+    """Largest extrapolation grade of the bulk cell and the (unrelaxed) vacancy cell."""
+    active = getattr(source, "active_set", None)
+    if active is None:
+        return {}
+    from potlearn_ase.analysis.qoi.base import _repeat_for
+
+    out = {"bulk": float(active.grade(source.descriptor, structure).max())}
+    if "vacancy" in which:
+        cell = _repeat_for(structure, (vacancy_options or {}).get("min_atoms", 32))
+        del cell[0]
+        out["vacancy"] = float(active.grade(source.descriptor, cell).max())
+    return out

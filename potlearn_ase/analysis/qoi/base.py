@@ -9,7 +9,7 @@ for all members.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -77,12 +77,16 @@ class QoIReport:
     rdf : RDFResult or None
     structure : ase.Atoms
         The unit cell at the committee mean's lattice constant, where the QoIs were computed.
+    extrapolation : dict of str to float
+        For a model with an active set: the largest extrapolation grade of the structures
+        behind each QoI family (``"bulk"``, ``"vacancy"``); above 1 the QoI is extrapolated.
     """
 
     qois: dict[str, QoI]
     phonons: PhononResult | None = None
     rdf: RDFResult | None = None
     structure: Atoms | None = None
+    extrapolation: dict[str, float] = field(default_factory=dict)
 
     def samples(self) -> dict[str, np.ndarray]:
         """``name -> (M,)`` member values of every scalar QoI."""
@@ -101,10 +105,20 @@ class QoIReport:
                 z = (q.mean - ref) / q.std if q.std > 0 else float("nan")
                 line += f" {ref:>12.5g} {z:>7.2f}"
             lines.append(line)
+        if self.extrapolation:
+            grades = ", ".join(f"{k} {v:.3g}" for k, v in self.extrapolation.items())
+            lines.append(f"max extrapolation grade: {grades}")
+            if max(self.extrapolation.values()) > 1.5:
+                lines.append(
+                    "  (> 1: outside the training atoms' span; sigma there covers the parameter "
+                    "uncertainty only, not the extrapolation)"
+                )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"qois": {k: q.to_dict() for k, q in self.qois.items()}}
+        if self.extrapolation:
+            out["extrapolation_grade"] = dict(self.extrapolation)
         if self.phonons is not None:
             p = self.phonons
             out["phonons"] = {
