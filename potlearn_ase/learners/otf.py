@@ -168,6 +168,11 @@ class OnTheFlyLearner:
                     threshold=float(self.trigger.threshold),
                     decision=decision.name.lower(),
                     temperature=temperature,
+                    max_extrapolation_grade=(
+                        None
+                        if results.get("max_extrapolation_grade") is None
+                        else float(results["max_extrapolation_grade"])
+                    ),
                 )
             )
         )

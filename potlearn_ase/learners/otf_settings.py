@@ -65,6 +65,7 @@ class StepRecord:
     threshold: float
     decision: str
     temperature: float | None = None
+    max_extrapolation_grade: float | None = None
 
 
 @dataclass

@@ -372,9 +372,13 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
         def progress() -> None:
             h = learner.history[-1] if learner.history else {}
             bar.n = dyn.nsteps
+            extra = {}
+            if h.get("max_extrapolation_grade") is not None:
+                extra["gamma"] = f"{h['max_extrapolation_grade']:.2f}"
             bar.set_postfix(
                 T=f"{atoms.get_temperature():.0f}K",
                 sigmaF=f"{h.get('max_force_std', 0):.3f}",
+                **extra,
                 thr=f"{h.get('threshold', 0):.3f}",
                 labels=len(store),
                 calls=learner.n_reference_calls,
