@@ -9,6 +9,7 @@ from ase.calculators.emt import EMT
 
 from potlearn_ase.calculators import CommitteeCalculator, load
 from potlearn_ase.data.generate import label
+from potlearn_ase.data.store import LabelStore
 from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
 from potlearn_ase.errors import ConfigError, PotlearnError
 from potlearn_ase.learners import Decision, ExtrapolationThreshold
@@ -133,3 +134,27 @@ def test_extrapolation_trigger(model):
         ExtrapolationThreshold().decide(0, None, {"max_force_std": 0.1})
     with pytest.raises(ConfigError, match="max_grade"):
         trigger_from_config({"kind": "extrapolation"})
+
+
+def test_otf_run_labels_on_the_extrapolation_grade(tmp_path):
+    import copy
+
+    from potlearn_ase.cli import DEMO_CONFIG
+    from potlearn_ase.learners.run import run_otf
+
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    cfg.update(run_dir=str(tmp_path / "run"), progress=False, validation=None)
+    cfg["md"].update(steps=150, temperature_K=900.0)
+    cfg["trigger"] = {"kind": "extrapolation", "max_grade": 3.0, "min_gap": 10}
+    summary = run_otf(cfg)
+    assert summary["reference_calls"] >= 1
+    with LabelStore(tmp_path / "run" / "labels.h5", mode="r") as store:
+        grades = [
+            store.provenance(i)["uncertainty"].get("max_extrapolation_grade")
+            for i in range(1, len(store))
+        ]
+    # every label was asked for by a grade above the threshold, measured before the update
+    assert grades and all(g > 3.0 for g in grades)
+    # the saved model carries the grown active set
+    calc = load(tmp_path / "run" / "model.pt")
+    assert calc.model.active_set is not None
