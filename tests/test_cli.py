@@ -59,6 +59,26 @@ def test_fit_then_eval(tmp_path, cu_train, cu_test, capsys):
     ev = json.loads(capsys.readouterr().out)
     assert ev["force_rmse"] == pytest.approx(fit["val_force_rmse"], rel=1e-9)
     assert 0.5 < ev["sigma_coverage_1"] < 0.85
+    assert fit["calibrated_on"] == "validation"
+
+
+def test_fit_without_validation_is_calibrated_by_cross_validation(
+    tmp_path, cu_train, cu_test, capsys
+):
+    import potlearn_ase
+
+    write(tmp_path / "train.xyz", cu_train)
+    model = tmp_path / "m.pt"
+    args = ["fit", str(tmp_path / "train.xyz"), "-o", str(model), "--n-radial", "6"]
+    assert main(args) == 0
+    calc = potlearn_ase.load(model)
+    assert calc.metrics["calibrated_on"] == "cross-validation" and calc.calibration > 1.0
+    assert calc.model.active_set is not None  # the extrapolation grade comes with the model
+    write(tmp_path / "test.xyz", cu_test)
+    capsys.readouterr()
+    assert main(["eval", str(model), str(tmp_path / "test.xyz")]) == 0
+    # the training data's own folds give a sigma that covers independent errors
+    assert 0.55 < json.loads(capsys.readouterr().out)["sigma_coverage_1"] < 0.85
 
 
 def test_errors_are_reported_not_raised(tmp_path, capsys):

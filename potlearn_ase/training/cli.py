@@ -148,14 +148,41 @@ def run_train(args: argparse.Namespace) -> int:
 def save_calibrated(
     model: Any, train: Sequence[Any], val: Sequence[Any], output: str, **extra: Any
 ) -> int:
-    """Calibrate on ``val`` (when given), save with metrics, print them as JSON."""
+    """Calibrate, attach the active set of ``train``, save with metrics, print them as JSON.
+
+    The calibration comes from ``val`` when given; without it, a linear model is calibrated by
+    closed-form cross-validation over its own training structures, and a neural one keeps 1.0
+    (with a warning: give validation structures).
+    """
+    import logging
+
     import numpy as np
 
     from potlearn_ase.calculators import CommitteeCalculator
-    from potlearn_ase.models import fit_calibration
+    from potlearn_ase.models import (
+        attach_active_set,
+        cross_validated_calibration,
+        fit_calibration,
+    )
 
-    alpha = fit_calibration(model, val) if val else 1.0
-    metrics: dict[str, Any] = {"n_train": len(train), "n_val": len(val), **extra}
+    calibrated_on = "validation"
+    if val:
+        alpha = fit_calibration(model, val)
+    elif getattr(model, "normal_equations", None) is not None and len(train) >= 2:
+        alpha = cross_validated_calibration(model, train)
+        calibrated_on = "cross-validation"
+    else:
+        alpha, calibrated_on = 1.0, "none"
+        logging.getLogger(__name__).warning(
+            "no validation structures: the committee spread is not calibrated (give --val)"
+        )
+    attach_active_set(model, train)
+    metrics: dict[str, Any] = {
+        "n_train": len(train),
+        "n_val": len(val),
+        "calibrated_on": calibrated_on,
+        **extra,
+    }
     if val:
         err = np.concatenate(
             [(model.predict(a)["forces"].mean(0) - a.get_forces()).ravel() for a in val]
