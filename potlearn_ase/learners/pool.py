@@ -83,6 +83,10 @@ class PoolSettings:
         Stop when the validation force RMSE (eV/A) is at most this.
     reduce : {"mean", "sum"}
         Structure features for the diversity step.
+    explore : float
+        Share of each batch drawn uniformly at random from the unlabelled pool instead of by
+        score, in [0, 1). Uncertainty picks favour rare, extreme structures; a random share
+        keeps the typical ones (where most of a test set lies) in the training data.
     seed : int
         Seeds the seed set, the subsets and the committee draws.
     """
@@ -96,6 +100,7 @@ class PoolSettings:
     max_scored: int | None = 2000
     target_rmse: float | None = None
     reduce: str = "mean"
+    explore: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -103,6 +108,8 @@ class PoolSettings:
             raise ConfigError(f"score: expected sigma, gamma or both, got {self.score!r}")
         if self.diversity not in ("dpp", "fps", "none"):
             raise ConfigError(f"diversity: expected dpp, fps or none, got {self.diversity!r}")
+        if not 0.0 <= float(self.explore) < 1.0:
+            raise ConfigError(f"explore: a share in [0, 1), got {self.explore!r}")
         for key in ("n_seed", "batch_size", "budget", "candidate_factor"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"{key}: must be at least 1, got {getattr(self, key)}")
@@ -287,6 +294,18 @@ class PoolLearner:
         if k == 0:
             return np.zeros(0, dtype=np.int64)
         s = self.settings
+        n_random = int(round(s.explore * k))
+        if n_random:
+            explore = np.sort(self._rng.choice(avail, n_random, replace=False))
+            avail = np.setdiff1d(avail, explore)
+            k -= n_random
+            if k == 0 or len(avail) == 0:
+                return explore
+            return np.concatenate([self._pick_by_score(avail, k), explore])
+        return self._pick_by_score(avail, k)
+
+    def _pick_by_score(self, avail: np.ndarray, k: int) -> np.ndarray:
+        s = self.settings
         cand = avail
         if s.max_scored is not None and len(cand) > s.max_scored:
             cand = np.sort(self._rng.choice(cand, s.max_scored, replace=False))
@@ -408,6 +427,8 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--score", choices=["sigma", "gamma", "both"], default="sigma")
     p.add_argument("--diversity", choices=["dpp", "fps", "none"], default="dpp")
     p.add_argument("--max-scored", type=int, default=2000)
+    p.add_argument("--explore", type=float, default=0.0,
+                   help="share of each batch drawn at random from the pool (0 to <1)")
     p.add_argument("--val", help="labelled validation structures (learning curve, target)")
     p.add_argument("--target-rmse", type=float, default=None, help="stop at this force RMSE")
     p.add_argument("--run-dir", default="al-run")
@@ -436,6 +457,7 @@ def _cmd_al(args: argparse.Namespace) -> int:
         diversity=args.diversity,
         max_scored=args.max_scored,
         target_rmse=args.target_rmse,
+        explore=args.explore,
         seed=args.seed,
     )
     run_dir = Path(args.run_dir)

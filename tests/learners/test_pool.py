@@ -115,3 +115,23 @@ def test_al_command(data, tmp_path):
     assert (tmp_path / "run" / "model.pt").exists()
     with LabelStore(tmp_path / "run" / "labels.h5", "r") as store:
         assert len(store) == 8
+
+
+def test_explore_share_mixes_random_picks_into_each_batch(data, tmp_path):
+    pool, _, desc = data
+    with pytest.raises(Exception, match="explore"):
+        PoolSettings(explore=1.0)
+    settings = PoolSettings(n_seed=4, batch_size=10, budget=24, explore=0.5, score="gamma")
+    with LabelStore(tmp_path / "labels.h5") as store:
+        learner = PoolLearner(pool, desc, Reference.from_spec("emt"), store, settings=settings)
+        learner.run()
+        assert learner.n_reference_calls == 24 and len(store) == 24
+        # pure uncertainty picks would take the rare hot/compressed frames almost only; half of
+        # each batch drawn at random brings the typical 300 K frames (80 % of the pool) back
+        picked = np.flatnonzero(learner.labelled)
+    greedy = PoolSettings(n_seed=4, batch_size=10, budget=24, explore=0.0, score="gamma")
+    with LabelStore(tmp_path / "greedy.h5") as store:
+        other = PoolLearner(pool, desc, Reference.from_spec("emt"), store, settings=greedy)
+        other.run()
+        only_uncertain = np.flatnonzero(other.labelled)
+    assert np.sum(picked < 160) > np.sum(only_uncertain < 160)
