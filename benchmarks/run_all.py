@@ -1,7 +1,9 @@
 """Run every benchmark script in this folder and collect their tables in RESULTS.md.
 
 Each script prints a table and writes JSON under ``benchmarks/results/``. This runner records
-each script's printed output, its exit status and its wall time in ``benchmarks/RESULTS.md``.
+each script's printed output, its exit status, its wall time and when it ran in
+``benchmarks/RESULTS.md``. With ``--only``, the sections of the scripts run are replaced and
+the others kept.
 
 Usage: ``python benchmarks/run_all.py [--only NAME ...] [--quick]``
 """
@@ -21,6 +23,17 @@ HERE = Path(__file__).resolve().parent
 QUICK_FLAGS = {"calculator.py": ["--quick"]}
 
 
+def _read_sections(path: Path) -> dict[str, str]:
+    """``name -> text`` of the ``## name`` sections of an existing RESULTS.md."""
+    if not path.exists():
+        return {}
+    out: dict[str, str] = {}
+    for chunk in path.read_text().split("\n## ")[1:]:
+        name = chunk.split("\n", 1)[0].strip()
+        out[name] = "## " + chunk.rstrip("\n") + "\n"
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", help="script names (without .py)")
@@ -31,14 +44,14 @@ def main() -> int:
     )
     if args.only:
         scripts = [p for p in scripts if p.stem in args.only]
-    lines = [
+    header = [
         "# Benchmark results",
         "",
-        f"Run {datetime.datetime.now().isoformat(timespec='seconds')} on {platform.node()}: "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}. "
-        "Ratios come from runs made side by side in one process, because this machine is noisy.",
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}. Ratios come from runs made "
+        "side by side in one process, because these machines are noisy.",
         "",
     ]
+    sections = _read_sections(HERE / "RESULTS.md") if args.only else {}
     failed = 0
     for script in scripts:
         cmd = [
@@ -53,11 +66,15 @@ def main() -> int:
         print(proc.stdout[-4000:], flush=True)
         status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
         failed += proc.returncode != 0
-        lines += [f"## {script.stem}", "", f"{status}, {dt:.0f} s", "", "```", proc.stdout.strip()]
+        when = datetime.datetime.now().isoformat(timespec="seconds")
+        lines = [f"## {script.stem}", "", f"{status}, {dt:.0f} s, run {when} on {platform.node()}"]
+        lines += ["", "```", proc.stdout.strip()]
         if proc.returncode != 0:
             lines += ["--- stderr (last lines) ---", proc.stderr.strip()[-2000:]]
         lines += ["```", ""]
-    (HERE / "RESULTS.md").write_text("\n".join(lines))
+        sections[script.stem] = "\n".join(lines)
+    body = [sections[k] for k in sorted(sections)]
+    (HERE / "RESULTS.md").write_text("\n".join(header + body))
     print(f"wrote {HERE / 'RESULTS.md'}")
     return 1 if failed else 0
 
