@@ -87,6 +87,10 @@ class PoolSettings:
         Share of each batch drawn uniformly at random from the unlabelled pool instead of by
         score, in [0, 1). Uncertainty picks favour rare, extreme structures; a random share
         keeps the typical ones (where most of a test set lies) in the training data.
+    density : float
+        Exponent ``beta`` of a representativeness weight: each candidate's score is multiplied
+        by its mean RBF similarity to the pool to the power ``beta`` ("information density"),
+        so uncertain *and* typical structures go first; 0 ranks by uncertainty alone.
     seed : int
         Seeds the seed set, the subsets and the committee draws.
     """
@@ -101,6 +105,7 @@ class PoolSettings:
     target_rmse: float | None = None
     reduce: str = "mean"
     explore: float = 0.0
+    density: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -164,6 +169,7 @@ class PoolLearner:
         self.curve: list[dict[str, Any]] = []
         self.n_reference_calls = 0
         self._rng = np.random.default_rng(self.settings.seed)
+        self._density: np.ndarray | None = None
         feats, (self._atom_features, self._atom_index) = descriptor_features(
             self.pool, descriptor, reduce=self.settings.reduce, per_atom=True
         )
@@ -277,6 +283,22 @@ class PoolLearner:
         np.maximum.at(per, self._atom_index[want], grade[want])
         return per[idx]
 
+    def density(self) -> np.ndarray:
+        """Mean RBF similarity of each pool structure to (a sample of) the pool, in (0, 1].
+
+        Standardised structure features; the length scale is the median squared distance.
+        """
+        if self._density is None:
+            X = standardize(self.features) if len(self.features) > 1 else self.features
+            gen = np.random.default_rng(self.settings.seed + 7919)
+            ref = X[gen.choice(len(X), min(len(X), 2000), replace=False)]
+            d2 = np.maximum(
+                (X**2).sum(1)[:, None] + (ref**2).sum(1)[None] - 2.0 * X @ ref.T, 0.0
+            )
+            scale = float(np.median(d2)) or 1.0
+            self._density = np.exp(-d2 / scale).mean(axis=1)
+        return self._density
+
     def score(self, indices: Sequence[int]) -> np.ndarray:
         """The selection score of ``settings.score`` (larger = more informative)."""
         kind = self.settings.score
@@ -312,6 +334,8 @@ class PoolLearner:
         score = self.score(cand)
         score = np.where(np.isfinite(score), score, np.nanmax(score[np.isfinite(score)],
                                                               initial=1.0) * 10)
+        if s.density > 0:
+            score = score * self.density()[cand] ** s.density
         order = np.argsort(-score, kind="stable")[: max(k, s.candidate_factor * k)]
         top, top_score = cand[order], score[order]
         if s.diversity == "none" or len(top) == k:
@@ -429,6 +453,8 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--max-scored", type=int, default=2000)
     p.add_argument("--explore", type=float, default=0.0,
                    help="share of each batch drawn at random from the pool (0 to <1)")
+    p.add_argument("--density", type=float, default=0.0,
+                   help="exponent of the representativeness weight on the score (0: none)")
     p.add_argument("--val", help="labelled validation structures (learning curve, target)")
     p.add_argument("--target-rmse", type=float, default=None, help="stop at this force RMSE")
     p.add_argument("--run-dir", default="al-run")
@@ -458,6 +484,7 @@ def _cmd_al(args: argparse.Namespace) -> int:
         max_scored=args.max_scored,
         target_rmse=args.target_rmse,
         explore=args.explore,
+        density=args.density,
         seed=args.seed,
     )
     run_dir = Path(args.run_dir)

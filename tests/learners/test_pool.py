@@ -135,3 +135,21 @@ def test_explore_share_mixes_random_picks_into_each_batch(data, tmp_path):
         other.run()
         only_uncertain = np.flatnonzero(other.labelled)
     assert np.sum(picked < 160) > np.sum(only_uncertain < 160)
+
+
+def test_density_weight_prefers_typical_uncertain_structures(data, tmp_path):
+    pool, _, desc = data
+    with LabelStore(tmp_path / "labels.h5") as store:
+        learner = PoolLearner(pool, desc, Reference.from_spec("emt"), store)
+        rho = learner.density()
+    assert rho.shape == (len(pool),) and np.all((rho > 0) & (rho <= 1))
+    # the 300 K frames (80 % of the pool) are the dense region; compressed cells the sparse one
+    assert np.median(rho[:160]) > np.median(rho[180:])
+    picked = {}
+    for beta in (0.0, 1.0):
+        settings = PoolSettings(n_seed=4, batch_size=10, budget=24, score="gamma", density=beta)
+        with LabelStore(tmp_path / f"d{beta}.h5") as store:
+            run = PoolLearner(pool, desc, Reference.from_spec("emt"), store, settings=settings)
+            run.run()
+            picked[beta] = np.flatnonzero(run.labelled)
+    assert np.sum(picked[1.0] < 160) > np.sum(picked[0.0] < 160)
