@@ -20,9 +20,9 @@ Every method gets the same model (linear ACE, body order 4, 8 radial functions, 
 budgets (25, 50, 100, 200 structures), the same test sets, over 5 seeds: random, FPS,
 k-means, k-DPP (on mean structure features) and D-optimal (maxvol on summed features), which
 pick from the pool at once, and the pool learner (:class:`PoolLearner`: 10 FPS seeds, then
-batches of 5, half by extrapolation grade thinned by a k-DPP and half drawn at random from the
-pool, ``explore=0.5``: without the random half the learner starves the typical bulk frames and
-its error rises again from 100 to 200 labels), which labels through EMT and retrains as it
+batches of 5 by extrapolation grade weighted by representativeness, ``density=1``, and thinned
+by a k-DPP: without the weight, uncertainty picks starve the typical bulk frames and the error
+rises again from 100 to 200 labels), which labels through EMT and retrains as it
 goes. The design rows of every pool frame are computed once and the fits of the one-shot
 methods solve the same posterior as ``fit_linear`` (checked at start-up).
 
@@ -68,7 +68,7 @@ METHODS = ("random", "fps", "kmeans", "dpp", "doptimal")
 DESC = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=8, l_max=3, body_order=4))
 FIT = LinearFitConfig(n_members=8, stress_weight=0.0)
 POOL_SETTINGS = dict(
-    n_seed=10, batch_size=5, score="gamma", diversity="dpp", max_scored=None, explore=0.5
+    n_seed=10, batch_size=5, score="gamma", diversity="dpp", max_scored=None, density=1.0
 )
 
 
