@@ -221,7 +221,7 @@ _EXTENSIONS = [
     "potlearn_ase.calculators.ipi",
     "potlearn_ase.calculators.lammps_driver",
     "potlearn_ase.selection.cli",
-    "potlearn_ase.learners.pool",
+    "potlearn_ase.learners.pool_cli",
     "potlearn_ase.training.cli",
     "potlearn_ase.analysis.cli",
 ]
