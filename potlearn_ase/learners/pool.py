@@ -9,7 +9,7 @@ to the reference:
 3. the unlabelled pool is **scored** by the committee spread (``max_force_std``, the largest
    per-atom norm of the force standard deviation over members) and/or by the
    **extrapolation grade** of the atoms' descriptors against a maxvol active set of the
-   labelled atoms (:func:`~potlearn_ase.selection.doptimal.extrapolation_grade`);
+   labelled atoms (:class:`~potlearn_ase.models.active_set.ActiveSet`);
 4. a **batch** is picked among the ``candidate_factor x batch`` most uncertain candidates by
    diversity - greedy k-DPP MAP with the score as quality, or farthest-point sampling - so a
    batch does not spend its budget on near-duplicates of one uncertain region;
@@ -46,9 +46,9 @@ from potlearn_ase.data.validate import get_labels
 from potlearn_ase.descriptors.base import Descriptor
 from potlearn_ase.errors import ConfigError
 from potlearn_ase.learners.reference import Reference
+from potlearn_ase.models.active_set import ActiveSet, species_indices
 from potlearn_ase.models.linear import LinearCommittee, LinearFitConfig, fit_linear
 from potlearn_ase.selection import fps
-from potlearn_ase.selection.doptimal import extrapolation_grade, maxvol
 from potlearn_ase.selection.dpp import DPPSelector
 from potlearn_ase.selection.kernels import descriptor_features, standardize
 
@@ -173,7 +173,9 @@ class PoolLearner:
             self.pool, descriptor, reduce=self.settings.reduce, per_atom=True
         )
         self.features = feats
-        self._species = np.concatenate([a.numbers for a in self.pool])
+        self._species = species_indices(
+            descriptor.elements, np.concatenate([a.numbers for a in self.pool])
+        )
         self.labelled = np.array([store.find(a) is not None for a in self.pool])
         self.failed = np.array(
             [not lab and store.find_failure(a) is not None
@@ -264,20 +266,11 @@ class PoolLearner:
         idx = np.asarray(indices, dtype=np.int64)
         lab_atoms = self.labelled[self._atom_index]
         want = np.isin(self._atom_index, idx)
+        active = ActiveSet.from_features(
+            self.descriptor.elements, self._atom_features[lab_atoms], self._species[lab_atoms]
+        )
         grade = np.zeros(len(self._atom_index))
-        for z in np.unique(self._species[want]):
-            train = self._atom_features[lab_atoms & (self._species == z)]
-            rows = want & (self._species == z)
-            if len(train) == 0:
-                grade[rows] = np.inf
-                continue
-            scale = np.sqrt(np.mean(train**2, axis=0))
-            scale[scale == 0] = 1.0
-            T = train / scale
-            U, s, Vt = np.linalg.svd(T, full_matrices=False)
-            r = int(np.sum(s > 1e-8 * s[0]))
-            active = T[maxvol(U[:, :r] * s[:r])] if r else T[:1]
-            grade[rows] = extrapolation_grade(active, self._atom_features[rows] / scale)
+        grade[want] = active.grade_array(self._atom_features[want], self._species[want])
         per = np.zeros(len(self.pool))
         np.maximum.at(per, self._atom_index[want], grade[want])
         return per[idx]

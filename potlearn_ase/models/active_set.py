@@ -31,7 +31,15 @@ import numpy as np
 import torch
 from ase import Atoms
 
-__all__ = ["ActiveSet", "attach_active_set"]
+__all__ = ["ActiveSet", "attach_active_set", "species_indices"]
+
+
+def species_indices(elements: Sequence[str], numbers: np.ndarray) -> np.ndarray:
+    """Index in ``elements`` of each atomic number in ``numbers``."""
+    from ase.data import chemical_symbols
+
+    index = {e: s for s, e in enumerate(elements)}
+    return np.array([index[chemical_symbols[z]] for z in numbers], dtype=np.int64)
 
 
 def _features(descriptor: Any, frames: Sequence[Atoms]) -> tuple[np.ndarray, np.ndarray]:
@@ -39,13 +47,8 @@ def _features(descriptor: Any, frames: Sequence[Atoms]) -> tuple[np.ndarray, np.
     from potlearn_ase.selection.kernels import descriptor_features
 
     _, (feats, _) = descriptor_features(list(frames), descriptor, per_atom=True)
-    index = {z: s for s, z in enumerate(descriptor.elements)}
-    from ase.data import chemical_symbols
-
-    species = np.array(
-        [index[chemical_symbols[z]] for a in frames for z in a.numbers], dtype=np.int64
-    )
-    return np.asarray(feats, dtype=np.float64), species
+    numbers = np.concatenate([a.numbers for a in frames])
+    return np.asarray(feats, dtype=np.float64), species_indices(descriptor.elements, numbers)
 
 
 def _maxvol_rows(T: np.ndarray) -> np.ndarray:
@@ -83,14 +86,22 @@ class ActiveSet:
             raise ValueError("one scale row and one active set per element are needed")
         # pinv(A_s).T, (m_s, K): c = x pinv(A_s) = x @ P.T
         self._pinv = [np.linalg.pinv(r).T if len(r) else None for r in self.rows]
-        self._torch: dict[tuple[Any, Any], list[torch.Tensor | None]] = {}
+        # per (device, dtype): the scale and the pinv matrices as tensors, made once
+        self._torch: dict[tuple[Any, Any], tuple[torch.Tensor, list[torch.Tensor | None]]] = {}
 
     # ------------------------------------------------------------------ building
     @classmethod
     def fit(cls, descriptor: Any, frames: Sequence[Atoms]) -> ActiveSet:
         """The active set of the atoms of ``frames`` (the training structures)."""
-        X, species = _features(descriptor, frames)
-        S, K = len(descriptor.elements), X.shape[1]
+        return cls.from_features(descriptor.elements, *_features(descriptor, frames))
+
+    @classmethod
+    def from_features(
+        cls, elements: Sequence[str], features: np.ndarray, species: np.ndarray
+    ) -> ActiveSet:
+        """The active set of atoms given by their descriptors ``(n, K)`` and element indices."""
+        X = np.asarray(features, dtype=np.float64)
+        S, K = len(elements), X.shape[1]
         scale = np.ones((S, K))
         rows = []
         for s in range(S):
@@ -99,7 +110,7 @@ class ActiveSet:
                 sc = np.sqrt(np.mean(Xs**2, axis=0))
                 scale[s] = np.where(sc > 0, sc, 1.0)
             rows.append(_maxvol_rows(Xs / scale[s]))
-        return cls(descriptor.elements, scale, rows)
+        return cls(elements, scale, rows)
 
     def extended(self, descriptor: Any, frames: Sequence[Atoms]) -> ActiveSet:
         """A new active set: maxvol over the current active rows and the atoms of ``frames``.
@@ -118,12 +129,14 @@ class ActiveSet:
         """``gamma`` ``(n_atoms,)`` of descriptors ``(n_atoms, K)`` with element indices."""
         key = (features.device, features.dtype)
         if key not in self._torch:
-            self._torch[key] = [
-                None if p is None else torch.as_tensor(p, dtype=features.dtype, device=key[0])
-                for p in self._pinv
-            ]
-        mats = self._torch[key]
-        scale = torch.as_tensor(self.scale, dtype=features.dtype, device=features.device)
+            self._torch[key] = (
+                torch.as_tensor(self.scale, dtype=features.dtype, device=key[0]),
+                [
+                    None if p is None else torch.as_tensor(p, dtype=features.dtype, device=key[0])
+                    for p in self._pinv
+                ],
+            )
+        scale, mats = self._torch[key]
         gamma = torch.zeros(features.shape[0], dtype=features.dtype, device=features.device)
         for s, P in enumerate(mats):
             mask = species == s
@@ -136,10 +149,14 @@ class ActiveSet:
             gamma[mask] = c.abs().amax(dim=1)
         return gamma
 
+    def grade_array(self, features: np.ndarray, species: np.ndarray) -> np.ndarray:
+        """:meth:`grade_features` for numpy descriptors ``(n, K)`` and element indices."""
+        X = torch.as_tensor(np.asarray(features, dtype=np.float64))
+        return self.grade_features(X, torch.as_tensor(species)).numpy()
+
     def grade(self, descriptor: Any, atoms: Atoms) -> np.ndarray:
         """``gamma`` of every atom of ``atoms``."""
-        X, species = _features(descriptor, [atoms])
-        return self.grade_features(torch.as_tensor(X), torch.as_tensor(species)).numpy()
+        return self.grade_array(*_features(descriptor, [atoms]))
 
     @property
     def sizes(self) -> list[int]:

@@ -44,6 +44,7 @@ from potlearn_ase.analysis.qoi.base import (
 from potlearn_ase.analysis.qoi.mechanics import (
     elastic_constants,
     equation_of_state,
+    vacancy_cell,
     vacancy_formation_energy,
 )
 from potlearn_ase.analysis.qoi.phonons import PhononResult, phonon_band_plot, phonons
@@ -169,11 +170,8 @@ def _extrapolation(
     active = getattr(source, "active_set", None)
     if active is None:
         return {}
-    from potlearn_ase.analysis.qoi.base import _repeat_for
-
     out = {"bulk": float(active.grade(source.descriptor, structure).max())}
     if "vacancy" in which:
-        cell = _repeat_for(structure, (vacancy_options or {}).get("min_atoms", 32))
-        del cell[0]
+        cell = vacancy_cell(structure, (vacancy_options or {}).get("min_atoms", 32))
         out["vacancy"] = float(active.grade(source.descriptor, cell).max())
     return out

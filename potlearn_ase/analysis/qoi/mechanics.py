@@ -18,7 +18,7 @@ from potlearn_ase.analysis.qoi.base import (
     member_predictor,
 )
 
-__all__ = ["elastic_constants", "equation_of_state", "vacancy_formation_energy"]
+__all__ = ["elastic_constants", "equation_of_state", "vacancy_cell", "vacancy_formation_energy"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,13 @@ def elastic_constants(
     return qois, C
 
 
+def vacancy_cell(atoms: Atoms, min_atoms: int = 32) -> Atoms:
+    """``atoms`` repeated to at least ``min_atoms`` atoms, with atom 0 removed (unrelaxed)."""
+    vac = _repeat_for(atoms, min_atoms)
+    del vac[0]
+    return vac
+
+
 def vacancy_formation_energy(
     source: Source,
     atoms: Atoms,
@@ -131,8 +138,7 @@ def vacancy_formation_energy(
     predict = member_predictor(source)
     perfect = _repeat_for(atoms, min_atoms)
     n = len(perfect)
-    vac = perfect.copy()
-    del vac[0]
+    vac = vacancy_cell(atoms, min_atoms)
     if relax:
         vac.calc = _mean_calculator(source)
         opt = BFGS(vac, logfile=None)
