@@ -35,6 +35,7 @@ from numpy.typing import ArrayLike
 from potlearn_ase.selection.kernels import Kernel, as_features, check_k, standardize
 
 __all__ = [
+    "ConditionalVariance",
     "DPPSelector",
     "DualEigen",
     "eigen",
@@ -138,6 +139,50 @@ def _choose_eigenvectors(lam: np.ndarray, k: int, rng: np.random.Generator) -> n
     return np.array(sorted(chosen), dtype=np.int64)
 
 
+class ConditionalVariance:
+    """Residual variances ``d_i = K_ii - K_iS (K_SS + noise I)^-1 K_Si`` for a growing set S.
+
+    The posterior variance of a Gaussian process with kernel ``K`` (and observation noise
+    ``noise``) at every candidate after observing the candidates in ``S``; equivalently, for
+    ``noise = 0``, the factor by which adding ``i`` multiplies ``det(K_S)``. Kept up to date by
+    incremental Cholesky: adding one candidate costs one kernel row and ``O(|S| n)``.
+
+    Parameters
+    ----------
+    row : callable
+        ``row(j)`` returns the kernel column ``K[:, j]`` (shape ``(n,)``).
+    diag : numpy.ndarray, shape (n,)
+        ``K_ii``.
+    noise : float
+        Observation noise variance added to the chosen ones' diagonal (0: exact conditioning).
+    """
+
+    def __init__(self, row: Callable[[int], np.ndarray], diag: np.ndarray, *, noise: float = 0.0):
+        if noise < 0:
+            raise ValueError(f"noise must be non-negative, got {noise}")
+        self.row = row
+        self.noise = float(noise)
+        self.variance = np.asarray(diag, dtype=float).copy()
+        self.chosen: list[int] = []
+        self.included = np.zeros(self.variance.size, dtype=bool)
+        self._C = np.zeros((0, self.variance.size))
+
+    def add(self, j: int) -> None:
+        """Condition on candidate ``j`` as well."""
+        j = int(j)
+        t = len(self.chosen)
+        if t == len(self._C):  # grow the Cholesky rows geometrically
+            grown = np.zeros((max(8, 2 * t), self.variance.size))
+            grown[:t] = self._C
+            self._C = grown
+        C = self._C[:t]
+        e = (self.row(j) - C[:, j] @ C) / np.sqrt(max(float(self.variance[j]), 0.0) + self.noise)
+        self._C[t] = e
+        self.variance -= e**2
+        self.chosen.append(j)
+        self.included[j] = True
+
+
 def _sequential(
     row: Callable[[int], np.ndarray],
     diag: np.ndarray,
@@ -153,30 +198,24 @@ def _sequential(
     sampling of a projection DPP) or taken as ``argmax d_i`` (``rng`` None: greedy MAP).
     """
     n = diag.size
-    d = diag.astype(float).copy()
-    C = np.zeros((k, n))
-    chosen: list[int] = []
+    cv = ConditionalVariance(row, diag)
+    blocked = np.zeros(n, dtype=bool)
     if exclude is not None:
-        d[exclude] = 0.0
+        blocked[exclude] = True
     for t in range(k):
-        d_pos = np.clip(d, 0.0, None)
-        d_pos[chosen] = 0.0
+        d_pos = np.where(blocked, 0.0, np.clip(cv.variance, 0.0, None))
         total = d_pos.sum()
         if total <= 1e-12 * max(1.0, float(diag.max(initial=0.0))):
             # no volume left (rank exhausted): take the remaining points in index order
-            rest = np.setdiff1d(np.arange(n), np.array(chosen + ([] if exclude is None else
-                                                                  list(exclude)), dtype=int))
-            chosen.extend(int(i) for i in rest[: k - t])
-            break
+            rest = np.flatnonzero(~blocked)
+            return np.array(cv.chosen + [int(i) for i in rest[: k - t]], dtype=np.int64)
         if rng is None:
             j = int(np.argmax(d_pos))
         else:
             j = int(rng.choice(n, p=d_pos / total))
-        chosen.append(j)
-        e = (row(j) - C[:t, j] @ C[:t]) / np.sqrt(d_pos[j])
-        C[t] = e
-        d -= e**2
-    return np.array(chosen[:k], dtype=np.int64)
+        cv.add(j)
+        blocked[j] = True
+    return np.array(cv.chosen, dtype=np.int64)
 
 
 def sample_k_dpp(
