@@ -24,6 +24,7 @@ from potlearn_ase.selection.dpp import (  # noqa: E402
     sample_k_dpp,
 )
 from potlearn_ase.selection.kernels import Kernel, descriptor_features  # noqa: E402
+from potlearn_ase.selection.variance import VarianceSelector, variance_reduction  # noqa: E402
 
 __all__ += [
     "DBSCANSelector",
@@ -33,6 +34,7 @@ __all__ += [
     "KMeansSelector",
     "Kernel",
     "RandomSelector",
+    "VarianceSelector",
     "descriptor_features",
     "extrapolation_grade",
     "get_selector",
@@ -40,4 +42,5 @@ __all__ += [
     "inclusion_probabilities",
     "maxvol",
     "sample_k_dpp",
+    "variance_reduction",
 ]

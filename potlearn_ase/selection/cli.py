@@ -25,6 +25,7 @@ from potlearn_ase.selection.clustering import DBSCANSelector, KMeansSelector
 from potlearn_ase.selection.doptimal import DOptimalSelector
 from potlearn_ase.selection.dpp import DPPSelector
 from potlearn_ase.selection.kernels import as_features, check_k
+from potlearn_ase.selection.variance import VarianceSelector
 
 __all__ = [
     "FPSSelector",
@@ -103,12 +104,13 @@ SELECTORS: dict[str, Callable[..., Any]] = {
     "dbscan": DBSCANSelector,
     "dpp": DPPSelector,
     "doptimal": DOptimalSelector,
+    "variance": VarianceSelector,
 }
 
 
 def get_selector(name: str, **kwargs: Any) -> Selector:
     """A selector by name (``random``, ``fps``, ``kmeans``, ``dbscan``, ``dpp``,
-    ``doptimal``), built with ``kwargs`` as its hyperparameters.
+    ``doptimal``, ``variance``), built with ``kwargs`` as its hyperparameters.
 
     Raises
     ------
@@ -116,7 +118,9 @@ def get_selector(name: str, **kwargs: Any) -> Selector:
         Unknown name, or a hyperparameter the selector does not take.
     """
     key = name.lower().replace("-", "").replace("_", "")
-    aliases = {"maxvol": "doptimal", "dopt": "doptimal", "kdpp": "dpp", "km": "kmeans"}
+    aliases = {
+        "maxvol": "doptimal", "dopt": "doptimal", "kdpp": "dpp", "km": "kmeans", "ted": "variance"
+    }
     key = aliases.get(key, key)
     if key not in SELECTORS:
         raise ConfigError(f"unknown selector {name!r}; known: {', '.join(SELECTORS)}")
@@ -143,7 +147,8 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--reduce", choices=["mean", "sum"], default=None,
                    help="structure features: mean or sum of the atoms' descriptors "
                    "(default: sum for doptimal, mean otherwise)")
-    p.add_argument("--kernel", choices=["rbf", "imq", "dot"], default="rbf", help="DPP kernel")
+    p.add_argument("--kernel", choices=["rbf", "imq", "dot"], default="rbf",
+                   help="kernel of dpp and variance")
     p.add_argument("--dpp-mode", choices=["sample", "map"], default="sample")
     p.add_argument("--cutoff", type=float, default=5.0)
     p.add_argument("--n-radial", type=int, default=6)
@@ -171,6 +176,8 @@ def _cmd_select(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {}
     if args.method == "dpp":
         kwargs = {"kernel": args.kernel, "mode": args.dpp_mode}
+    elif args.method == "variance":
+        kwargs = {"kernel": args.kernel}
     picked = get_selector(args.method, **kwargs).select(X, args.k, rng=args.seed)
     write(args.output, [frames[int(i)] for i in picked])
     if args.indices:
