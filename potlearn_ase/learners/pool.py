@@ -10,9 +10,16 @@ to the reference:
    per-atom norm of the force standard deviation over members) and/or by the
    **extrapolation grade** of the atoms' descriptors against a maxvol active set of the
    labelled atoms (:class:`~potlearn_ase.models.active_set.ActiveSet`);
-4. a **batch** is picked among the ``candidate_factor x batch`` most uncertain candidates by
-   diversity - greedy k-DPP MAP with the score as quality, or farthest-point sampling - so a
-   batch does not spend its budget on near-duplicates of one uncertain region;
+4. a **batch** is picked by uncertainty, representativeness and diversity. The default rule,
+   ``variance`` (:mod:`~potlearn_ase.selection.variance`), takes one structure at a time: the
+   one whose label would most reduce the posterior variance of a Gaussian process (RBF kernel
+   on the structure features) summed over the scored pool, each pool structure weighted by
+   its squared score (scaled to a maximum of 1), conditioned on everything labelled and on
+   the batch so far. A label counts for every uncertain structure it informs, so uncertain
+   structures in dense regions go first, lone outliers later, and near-duplicates of labelled
+   or batched structures not at all. The older rules pick among the
+   ``candidate_factor x batch`` most uncertain candidates by greedy k-DPP MAP (``dpp``) or
+   farthest-point sampling (``fps``);
 5. the batch is **labelled** through a :class:`~potlearn_ase.learners.reference.Reference`
    into a :class:`~potlearn_ase.data.store.LabelStore` (as the on-the-fly learner does), the
    model is **updated** in closed form (``model.update``), and steps 3-5 repeat until the
@@ -34,7 +41,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -45,79 +52,18 @@ from potlearn_ase.data.store import LabelStore
 from potlearn_ase.data.validate import get_labels
 from potlearn_ase.descriptors.base import Descriptor
 from potlearn_ase.errors import ConfigError
+from potlearn_ase.learners.pool_settings import DIVERSITY, PoolSettings
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.models.active_set import ActiveSet, species_indices
 from potlearn_ase.models.linear import LinearCommittee, LinearFitConfig, fit_linear
 from potlearn_ase.selection import fps
 from potlearn_ase.selection.dpp import DPPSelector
 from potlearn_ase.selection.kernels import descriptor_features, standardize
+from potlearn_ase.selection.variance import VarianceSelector, variance_reduction
 
-__all__ = ["PoolLearner", "PoolSettings"]
+__all__ = ["DIVERSITY", "PoolLearner", "PoolSettings"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PoolSettings:
-    """Settings of a pool-based active-learning run.
-
-    Attributes
-    ----------
-    n_seed : int
-        Structures of the initial set (farthest-point sampling).
-    batch_size : int
-        Structures labelled per round.
-    budget : int
-        Labelled pool structures at most (stored ones included).
-    score : {"sigma", "gamma", "both"}
-        Committee force spread, extrapolation grade, or the mean of their ranks.
-    diversity : {"dpp", "fps", "none"}
-        How a batch is picked among the most uncertain candidates.
-    candidate_factor : int
-        The batch is picked among ``candidate_factor * batch_size`` top-scored candidates.
-    max_scored : int or None
-        Score at most this many unlabelled candidates per round (a fresh random subset each
-        round); None scores the whole pool.
-    target_rmse : float or None
-        Stop when the validation force RMSE (eV/A) is at most this.
-    reduce : {"mean", "sum"}
-        Structure features for the diversity step.
-    explore : float
-        Share of each batch drawn uniformly at random from the unlabelled pool instead of by
-        score, in [0, 1). Uncertainty picks favour rare, extreme structures; a random share
-        keeps the typical ones (where most of a test set lies) in the training data.
-    density : float
-        Exponent ``beta`` of a representativeness weight: each candidate's score is multiplied
-        by its mean RBF similarity to the pool to the power ``beta`` ("information density"),
-        so uncertain *and* typical structures go first; 0 ranks by uncertainty alone.
-    seed : int
-        Seeds the seed set, the subsets and the committee draws.
-    """
-
-    n_seed: int = 10
-    batch_size: int = 10
-    budget: int = 200
-    score: str = "sigma"
-    diversity: str = "dpp"
-    candidate_factor: int = 5
-    max_scored: int | None = 2000
-    target_rmse: float | None = None
-    reduce: str = "mean"
-    explore: float = 0.0
-    density: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.score not in ("sigma", "gamma", "both"):
-            raise ConfigError(f"score: expected sigma, gamma or both, got {self.score!r}")
-        if self.diversity not in ("dpp", "fps", "none"):
-            raise ConfigError(f"diversity: expected dpp, fps or none, got {self.diversity!r}")
-        if not 0.0 <= float(self.explore) < 1.0:
-            raise ConfigError(f"explore: a share in [0, 1), got {self.explore!r}")
-        for key in ("n_seed", "batch_size", "budget", "candidate_factor"):
-            if int(getattr(self, key)) < 1:
-                raise ConfigError(f"{key}: must be at least 1, got {getattr(self, key)}")
-
 
 class PoolLearner:
     """Active learning over a fixed pool of candidate structures.
@@ -169,6 +115,7 @@ class PoolLearner:
         self.n_reference_calls = 0
         self._rng = np.random.default_rng(self.settings.seed)
         self._density: np.ndarray | None = None
+        self._factors: np.ndarray | None = None
         feats, (self._atom_features, self._atom_index) = descriptor_features(
             self.pool, descriptor, reduce=self.settings.reduce, per_atom=True
         )
@@ -328,6 +275,8 @@ class PoolLearner:
                                                               initial=1.0) * 10)
         if s.density > 0:
             score = score * self.density()[cand] ** s.density
+        if s.diversity == "variance":
+            return self._pick_variance(cand, score, k)
         order = np.argsort(-score, kind="stable")[: max(k, s.candidate_factor * k)]
         top, top_score = cand[order], score[order]
         if s.diversity == "none" or len(top) == k:
@@ -337,6 +286,17 @@ class PoolLearner:
             return top[fps.select(X, k, start=0)]
         q = top_score / top_score.max() if top_score.max() > 0 else np.ones(len(top))
         return top[DPPSelector(mode="map", standardize=False).select(X, k, quality=q)]
+
+    def _pick_variance(self, cand: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
+        """Greedy variance reduction over the scored pool, weighted by the squared score."""
+        if self._factors is None:
+            self._factors = VarianceSelector().factors(self.features, rng=self.settings.seed)
+        weights = np.zeros(len(self.pool))
+        weights[cand] = (score / score.max()) ** 2 if score.max() > 0 else 1.0
+        return variance_reduction(
+            self._factors, k, weights=weights, labelled=np.flatnonzero(self.labelled),
+            candidates=cand,
+        )
 
     # ------------------------------------------------------------------ loop
     def run(self, *, callback: Callable[[PoolLearner], None] | None = None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from potlearn_ase.data.store import LabelStore
-from potlearn_ase.learners.pool import PoolLearner, PoolSettings
+from potlearn_ase.learners.pool import DIVERSITY, PoolLearner, PoolSettings
 from potlearn_ase.learners.reference import Reference
 
 __all__ = ["add_subparser", "plot_learning_curve"]
@@ -50,8 +50,8 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--budget", type=int, default=200)
     p.add_argument("--batch", type=int, default=10)
     p.add_argument("--seed-size", type=int, default=10)
-    p.add_argument("--score", choices=["sigma", "gamma", "both"], default="sigma")
-    p.add_argument("--diversity", choices=["dpp", "fps", "none"], default="dpp")
+    p.add_argument("--score", choices=["sigma", "gamma", "both"], default="gamma")
+    p.add_argument("--diversity", choices=list(DIVERSITY), default="variance")
     p.add_argument("--max-scored", type=int, default=2000)
     p.add_argument("--explore", type=float, default=0.0,
                    help="share of each batch drawn at random from the pool (0 to <1)")

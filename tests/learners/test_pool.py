@@ -154,3 +154,27 @@ def test_density_weight_prefers_typical_uncertain_structures(data, tmp_path):
             run.run()
             picked[beta] = np.flatnonzero(run.labelled)
     assert np.sum(picked[1.0] < 160) > np.sum(picked[0.0] < 160)
+
+
+def test_variance_batches_skip_near_duplicates_of_picked_structures(data, tmp_path):
+    pool, _, desc = data
+    twins = []
+    for a in pool:  # every frame twice: a copy displaced by 1e-4 A
+        b = a.copy()
+        b.positions += 1e-4 * np.random.default_rng(len(twins)).standard_normal(b.positions.shape)
+        twins.append(b)
+    doubled = pool + twins
+    n = len(pool)
+    pairs = {}
+    for diversity in ("variance", "none"):
+        settings = PoolSettings(n_seed=4, batch_size=10, budget=24, diversity=diversity)
+        with LabelStore(tmp_path / f"{diversity}.h5") as store:
+            run = PoolLearner(doubled, desc, Reference.from_spec("emt"), store, settings=settings)
+            run.run()
+            assert run.n_reference_calls == 24
+            picked = np.flatnonzero(run.labelled)
+        pairs[diversity] = len(set(picked % n)) - len(picked)
+    # by score alone both twins of an uncertain frame go into one batch; once one twin is
+    # labelled or batched, the other's label would reduce no variance and it is never picked
+    assert pairs["none"] < 0
+    assert pairs["variance"] == 0
