@@ -18,12 +18,12 @@ every regime, not only in the most common one. The iid table is printed too.
 Every method gets the same model (linear ACE, body order 4, 8 radial functions, l_max 3:
 272 features; ridge parameter by evidence; energy weight 30, force weight 1), the same
 budgets (25, 50, 100, 200 structures), the same test sets, over 5 seeds: random, FPS,
-k-means, k-DPP (on mean structure features) and D-optimal (maxvol on summed features), which
-pick from the pool at once, and the pool learner (:class:`PoolLearner`: 10 FPS seeds, then
-batches of 5 by extrapolation grade weighted by representativeness, ``density=1``, and thinned
-by a k-DPP: without the weight, uncertainty picks starve the typical bulk frames and the error
-rises again from 100 to 200 labels), which labels through EMT and retrains as it
-goes. The design rows of every pool frame are computed once and the fits of the one-shot
+k-means, k-DPP (on mean structure features), D-optimal (maxvol on summed features) and
+variance reduction (transductive experimental design on mean structure features), which pick
+from the pool at once, and the pool learner (:class:`PoolLearner`: 10 FPS seeds, then
+batches of 5, each structure the one whose label most reduces the kernel variance summed over
+the whole pool weighted by the squared extrapolation grade), which labels through EMT and
+retrains as it goes. The design rows of every pool frame are computed once and the fits of the one-shot
 methods solve the same posterior as ``fit_linear`` (checked at start-up).
 
 Run: ``nice python benchmarks/selection.py`` (about 10 min on 2 idle cores) or ``--quick``
@@ -64,12 +64,10 @@ POOL = {
     "surface": (250, 200, 150, 100),
 }
 STRATIFIED = {"bulk": (48, 48, 48, 48), "vacancy": (12,) * 4, "surface": (12,) * 4}
-METHODS = ("random", "fps", "kmeans", "dpp", "doptimal")
+METHODS = ("random", "fps", "kmeans", "dpp", "doptimal", "variance")
 DESC = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=8, l_max=3, body_order=4))
 FIT = LinearFitConfig(n_members=8, stress_weight=0.0)
-POOL_SETTINGS = dict(
-    n_seed=10, batch_size=5, score="gamma", diversity="dpp", max_scored=None, density=1.0
-)
+POOL_SETTINGS = dict(n_seed=10, batch_size=5, score="gamma", diversity="variance", max_scored=None)
 
 
 def cells() -> dict:
