@@ -23,8 +23,8 @@ variance reduction (transductive experimental design on mean structure features)
 from the pool at once, and the pool learner (:class:`PoolLearner`: 10 FPS seeds, then
 batches of 5, each structure the one whose label most reduces the kernel variance summed over
 the whole pool weighted by the squared extrapolation grade), which labels through EMT and
-retrains as it goes. The design rows of every pool frame are computed once and the fits of the one-shot
-methods solve the same posterior as ``fit_linear`` (checked at start-up).
+retrains as it goes. The design rows of every pool frame are computed once and the fits of the
+one-shot methods solve the same posterior as ``fit_linear`` (checked at start-up).
 
 Run: ``nice python benchmarks/selection.py`` (about 10 min on 2 idle cores) or ``--quick``
 (a 520-frame pool, 2 seeds, sizes 25 and 50; about a minute). Writes

@@ -24,7 +24,7 @@ from potlearn_ase.selection import fps
 from potlearn_ase.selection.clustering import DBSCANSelector, KMeansSelector
 from potlearn_ase.selection.doptimal import DOptimalSelector
 from potlearn_ase.selection.dpp import DPPSelector
-from potlearn_ase.selection.kernels import as_features, check_k
+from potlearn_ase.selection.kernels import as_features, check_k, prepare_features
 from potlearn_ase.selection.variance import VarianceSelector
 
 __all__ = [
@@ -87,13 +87,7 @@ class FPSSelector:
     def select(
         self, features: ArrayLike, k: int, *, rng: np.random.Generator | int | None = None
     ) -> np.ndarray:
-        from potlearn_ase.selection.kernels import standardize
-
-        X = as_features(features)
-        if self.standardize and len(X):
-            X = standardize(X)
-            if X.shape[1] == 0:
-                X = np.zeros((len(features), 1))
+        X = prepare_features(features, standardize_columns=self.standardize)
         return fps.select(X, k, rng=rng, metric=self.metric)
 
 

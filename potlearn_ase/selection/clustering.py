@@ -21,7 +21,7 @@ from scipy.spatial.distance import cdist
 from sklearn.cluster import DBSCAN, KMeans, MiniBatchKMeans
 from sklearn.neighbors import NearestNeighbors
 
-from potlearn_ase.selection.kernels import as_features, check_k, standardize
+from potlearn_ase.selection.kernels import as_features, check_k, prepare_features
 
 __all__ = ["DBSCANClusters", "DBSCANSelector", "KMeansSelector", "dbscan_clusters"]
 
@@ -67,10 +67,7 @@ class KMeansSelector:
         k = check_k(k, len(X))
         if k == 0:
             return np.zeros(0, dtype=np.int64)
-        if self.standardize:
-            X = standardize(X)
-            if X.shape[1] == 0:
-                X = np.zeros((len(features), 1))
+        X = prepare_features(X, standardize_columns=self.standardize)
         seed = _seed(rng)
         if len(X) > self.minibatch_above:
             km = MiniBatchKMeans(k, n_init=self.n_init, random_state=seed, batch_size=2048)
@@ -145,11 +142,7 @@ def dbscan_clusters(
     min_samples : int
         Neighbours (the point included) that make a core point.
     """
-    X = as_features(features)
-    if standardize_features:
-        X = standardize(X)
-        if X.shape[1] == 0:
-            X = np.zeros((len(features), 1))
+    X = prepare_features(features, standardize_columns=standardize_features)
     if len(X) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return DBSCANClusters(empty, empty, empty, float(eps or 0.0))

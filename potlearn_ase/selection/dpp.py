@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from potlearn_ase.selection.kernels import Kernel, as_features, check_k, standardize
+from potlearn_ase.selection.kernels import Kernel, as_features, check_k, prepare_features
 
 __all__ = [
     "ConditionalVariance",
@@ -376,11 +376,7 @@ class DPPSelector:
         ``quality`` ``q_i >= 0`` weights the kernel into ``L_ij = q_i S_ij q_j``, so that
         high-quality (e.g. uncertain) candidates are favoured while similar ones still repel.
         """
-        X = as_features(features)
-        if self.standardize:
-            X = standardize(X)
-            if X.shape[1] == 0:
-                X = np.zeros((len(features), 1))
+        X = prepare_features(features, standardize_columns=self.standardize)
         kern = self.kernel.resolved(X)
         q = None
         if quality is not None:

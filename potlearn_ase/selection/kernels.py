@@ -35,6 +35,7 @@ __all__ = [
     "as_features",
     "descriptor_features",
     "median_lengthscale",
+    "prepare_features",
     "standardize",
 ]
 
@@ -75,6 +76,19 @@ def standardize(X: ArrayLike) -> np.ndarray:
     sd = X.std(axis=0)
     keep = sd > 1e-12 * max(1.0, float(np.abs(X).max(initial=0.0)))
     return (X[:, keep] - X[:, keep].mean(axis=0)) / sd[keep]
+
+
+def prepare_features(features: Any, *, standardize_columns: bool = True) -> np.ndarray:
+    """Finite ``(n, d)`` features, standardised column by column when asked.
+
+    When every column is constant (all candidates alike) a single zero column is returned, so
+    distances and kernels stay defined.
+    """
+    X = as_features(features)
+    if not standardize_columns or len(X) == 0:
+        return X
+    X = standardize(X)
+    return X if X.shape[1] else np.zeros((len(X), 1))
 
 
 def median_lengthscale(

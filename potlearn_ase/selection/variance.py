@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from potlearn_ase.selection.kernels import Kernel, as_features, check_k, standardize
+from potlearn_ase.selection.kernels import Kernel, as_features, check_k, prepare_features
 
 __all__ = ["VarianceSelector", "variance_reduction"]
 
@@ -141,11 +141,7 @@ class VarianceSelector:
         self, features: ArrayLike, *, rng: np.random.Generator | int | None = None
     ) -> np.ndarray:
         """Low-rank kernel factors ``Phi`` of the (standardised) features."""
-        X = as_features(features)
-        if self.standardize and len(X) > 1:
-            X = standardize(X)
-            if X.shape[1] == 0:
-                X = np.zeros((len(features), 1))
+        X = prepare_features(features, standardize_columns=self.standardize)
         return self.kernel.resolved(X).low_rank(X, self.rank, rng=rng)
 
     def select(
