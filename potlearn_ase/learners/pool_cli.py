@@ -64,7 +64,27 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--n-radial", type=int, default=6)
     p.add_argument("--l-max", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_al)
+
+
+class _ProgressBar:
+    """A run callback showing labels against the budget, reference calls and the last errors."""
+
+    def __init__(self, budget: int, *, disable: bool = False):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=budget, desc="al", unit="label", disable=disable)
+
+    def __call__(self, learner: PoolLearner) -> None:
+        last = learner.curve[-1] if learner.curve else {}
+        post = {"calls": learner.n_reference_calls}
+        for key, name in (("batch_force_rmse", "batchF"), ("val_force_rmse", "valF")):
+            if last.get(key) is not None:
+                post[name] = f"{last[key]:.4f}"
+        self.bar.n = learner.n_labelled
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(0)
 
 
 def _cmd_al(args: argparse.Namespace) -> int:
@@ -96,7 +116,11 @@ def _cmd_al(args: argparse.Namespace) -> int:
             pool, desc, Reference.from_spec(args.reference), store,
             settings=settings, validation=val, run_dir=run_dir,
         )
-        summary = learner.run()
+        progress = _ProgressBar(settings.budget, disable=args.quiet)
+        try:
+            summary = learner.run(callback=progress)
+        finally:
+            progress.bar.close()
     print(f"labelled {summary['n_labelled']} of {len(pool)} structures "
           f"({summary['n_reference_calls']} reference calls this run, "
           f"{summary['n_failed']} failures)")

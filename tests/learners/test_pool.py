@@ -99,7 +99,7 @@ def test_extrapolation_grade_flags_unseen_environments(data, tmp_path):
         assert np.median(g[avail < 160]) < np.median(g[avail >= 160])
 
 
-def test_al_command(data, tmp_path):
+def test_al_command(data, tmp_path, capsys):
     pool, val, _ = data
     write(tmp_path / "pool.xyz", pool[::4])
     write(tmp_path / "val.xyz", val[::3])
@@ -113,6 +113,8 @@ def test_al_command(data, tmp_path):
     assert args.func(args) == 0
     summary = json.loads((tmp_path / "run" / "learning_curve.json").read_text())
     assert summary["n_labelled"] == 8 and summary["val_force_rmse"] > 0
+    err = capsys.readouterr().err  # the progress bar: labels against budget, calls, errors
+    assert "8/8" in err and "calls=8" in err and "valF=" in err
     assert (tmp_path / "run" / "model.pt").exists()
     with LabelStore(tmp_path / "run" / "labels.h5", "r") as store:
         assert len(store) == 8
