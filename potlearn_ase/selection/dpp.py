@@ -32,10 +32,15 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from potlearn_ase.selection.kernels import Kernel, as_features, check_k, prepare_features
+from potlearn_ase.selection.kernels import (
+    ConditionalVariance,
+    Kernel,
+    as_features,
+    check_k,
+    prepare_features,
+)
 
 __all__ = [
-    "ConditionalVariance",
     "DPPSelector",
     "DualEigen",
     "eigen",
@@ -137,50 +142,6 @@ def _choose_eigenvectors(lam: np.ndarray, k: int, rng: np.random.Generator) -> n
             chosen.append(n - 1)
             remaining -= 1
     return np.array(sorted(chosen), dtype=np.int64)
-
-
-class ConditionalVariance:
-    """Residual variances ``d_i = K_ii - K_iS (K_SS + noise I)^-1 K_Si`` for a growing set S.
-
-    The posterior variance of a Gaussian process with kernel ``K`` (and observation noise
-    ``noise``) at every candidate after observing the candidates in ``S``; equivalently, for
-    ``noise = 0``, the factor by which adding ``i`` multiplies ``det(K_S)``. Kept up to date by
-    incremental Cholesky: adding one candidate costs one kernel row and ``O(|S| n)``.
-
-    Parameters
-    ----------
-    row : callable
-        ``row(j)`` returns the kernel column ``K[:, j]`` (shape ``(n,)``).
-    diag : numpy.ndarray, shape (n,)
-        ``K_ii``.
-    noise : float
-        Observation noise variance added to the chosen ones' diagonal (0: exact conditioning).
-    """
-
-    def __init__(self, row: Callable[[int], np.ndarray], diag: np.ndarray, *, noise: float = 0.0):
-        if noise < 0:
-            raise ValueError(f"noise must be non-negative, got {noise}")
-        self.row = row
-        self.noise = float(noise)
-        self.variance = np.asarray(diag, dtype=float).copy()
-        self.chosen: list[int] = []
-        self.included = np.zeros(self.variance.size, dtype=bool)
-        self._C = np.zeros((0, self.variance.size))
-
-    def add(self, j: int) -> None:
-        """Condition on candidate ``j`` as well."""
-        j = int(j)
-        t = len(self.chosen)
-        if t == len(self._C):  # grow the Cholesky rows geometrically
-            grown = np.zeros((max(8, 2 * t), self.variance.size))
-            grown[:t] = self._C
-            self._C = grown
-        C = self._C[:t]
-        e = (self.row(j) - C[:, j] @ C) / np.sqrt(max(float(self.variance[j]), 0.0) + self.noise)
-        self._C[t] = e
-        self.variance -= e**2
-        self.chosen.append(j)
-        self.included[j] = True
 
 
 def _sequential(

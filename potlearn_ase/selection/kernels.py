@@ -14,11 +14,15 @@ Features are standardised column by column first (``standardize``), and the leng
 Large pools never build the ``n x n`` matrix: :meth:`Kernel.low_rank` returns factors ``Phi``
 with ``K ~= Phi Phi^T`` from a Nystrom approximation on ``rank`` landmarks (any kernel) or
 random Fourier features (RBF only), so a DPP over 20 000 candidates costs ``O(n rank^2)``.
+
+:class:`ConditionalVariance` keeps the variance a kernel leaves at every candidate after
+conditioning on a growing set (a Gaussian-process posterior variance), for the chain rule of a
+DPP.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +35,7 @@ from potlearn_ase.selection.fps import structure_features
 
 __all__ = [
     "KERNELS",
+    "ConditionalVariance",
     "Kernel",
     "as_features",
     "descriptor_features",
@@ -249,3 +254,47 @@ def descriptor_features(
     if per_atom:
         return S, (B_all, b_all)
     return S
+
+
+class ConditionalVariance:
+    """Residual variances ``d_i = K_ii - K_iS (K_SS + noise I)^-1 K_Si`` for a growing set S.
+
+    The posterior variance of a Gaussian process with kernel ``K`` (and observation noise
+    ``noise``) at every candidate after observing the candidates in ``S``; equivalently, for
+    ``noise = 0``, the factor by which adding ``i`` multiplies ``det(K_S)``. Kept up to date by
+    incremental Cholesky: adding one candidate costs one kernel row and ``O(|S| n)``.
+
+    Parameters
+    ----------
+    row : callable
+        ``row(j)`` returns the kernel column ``K[:, j]`` (shape ``(n,)``).
+    diag : numpy.ndarray, shape (n,)
+        ``K_ii``.
+    noise : float
+        Observation noise variance added to the chosen ones' diagonal (0: exact conditioning).
+    """
+
+    def __init__(self, row: Callable[[int], np.ndarray], diag: np.ndarray, *, noise: float = 0.0):
+        if noise < 0:
+            raise ValueError(f"noise must be non-negative, got {noise}")
+        self.row = row
+        self.noise = float(noise)
+        self.variance = np.asarray(diag, dtype=float).copy()
+        self.chosen: list[int] = []
+        self.included = np.zeros(self.variance.size, dtype=bool)
+        self._C = np.zeros((0, self.variance.size))
+
+    def add(self, j: int) -> None:
+        """Condition on candidate ``j`` as well."""
+        j = int(j)
+        t = len(self.chosen)
+        if t == len(self._C):  # grow the Cholesky rows geometrically
+            grown = np.zeros((max(8, 2 * t), self.variance.size))
+            grown[:t] = self._C
+            self._C = grown
+        C = self._C[:t]
+        e = (self.row(j) - C[:, j] @ C) / np.sqrt(max(float(self.variance[j]), 0.0) + self.noise)
+        self._C[t] = e
+        self.variance -= e**2
+        self.chosen.append(j)
+        self.included[j] = True
