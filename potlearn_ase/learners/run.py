@@ -9,122 +9,52 @@ A run directory holds everything needed to continue after a kill::
     md.traj         the accepted MD frames
     validation.xyz  independent reference frames for the final evaluation (made once)
     summary.json    the final report; *.png its plots
+
+The configuration is in :mod:`~potlearn_ase.learners.run_settings`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import yaml
 from ase import Atoms, units
 
 from potlearn_ase.calculators.committee import CommitteeCalculator
-from potlearn_ase.config import from_mapping, read_config_file, to_mapping
+from potlearn_ase.config import to_mapping
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.descriptors.ace import ACEConfig, ACEDescriptor
 from potlearn_ase.errors import ConfigError, ReferenceFailure
 from potlearn_ase.learners.otf import OnTheFlyLearner, OTFSettings, checkpoint_atoms
 from potlearn_ase.learners.reference import Reference
+from potlearn_ase.learners.run_settings import (
+    InitialSpec,
+    MDSpec,
+    ModelSpec,
+    OTFRunConfig,
+    StructureSpec,
+    ValidationSpec,
+)
 from potlearn_ase.learners.triggers import trigger_from_config
 from potlearn_ase.models.active_set import attach_active_set
 from potlearn_ase.models.linear import LinearFitConfig, fit_linear
 
-__all__ = ["OTFRunConfig", "build_structure", "run_otf"]
+__all__ = [
+    "InitialSpec",
+    "MDSpec",
+    "ModelSpec",
+    "OTFRunConfig",
+    "StructureSpec",
+    "ValidationSpec",
+    "build_structure",
+    "run_otf",
+]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StructureSpec:
-    """The starting structure: a file (``file``, ``index``) or ``ase.build.bulk`` arguments."""
-
-    file: str | None = None
-    index: int = 0
-    bulk: str | None = None
-    crystalstructure: str | None = None
-    a: float | None = None
-    cubic: bool = False
-    repeat: tuple[int, int, int] = (1, 1, 1)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Descriptor and committee settings."""
-
-    kind: Literal["linear", "neural"] = "linear"
-    cutoff: float = 5.0
-    n_radial: int = 8
-    l_max: int = 2
-    body_order: int = 3
-    n_members: int = 8
-    energy_weight: float = 30.0
-    force_weight: float = 1.0
-    stress_weight: float = 1.0
-    hidden: tuple[int, ...] = (32, 32)
-    epochs: int = 200
-    device: str = "auto"
-
-
-@dataclass(frozen=True)
-class MDSpec:
-    """Dynamics: ensemble, time step (fs), steps and temperature (K, or [start, end] ramp)."""
-
-    ensemble: Literal["langevin", "nve", "npt-berendsen"] = "langevin"
-    timestep_fs: float = 2.0
-    steps: int = 1000
-    temperature_K: float | tuple[float, float] = 300.0
-    friction: float = 0.02
-    pressure_bar: float = 1.0
-    seed: int = 0
-    trajectory_interval: int = 10
-
-
-@dataclass(frozen=True)
-class InitialSpec:
-    """Starting data: the first structure, rattled by ``rattle`` A, labelled ``n_labels`` times."""
-
-    n_labels: int = 1
-    rattle: float = 0.05
-
-
-@dataclass(frozen=True)
-class ValidationSpec:
-    """Independent reference MD for the final evaluation (calls not counted as learning)."""
-
-    temperatures_K: tuple[float, ...] = (300.0, 700.0, 1200.0)
-    frames: int = 10
-    every: int = 20
-    seed: int = 1000
-
-
-@dataclass(frozen=True)
-class OTFRunConfig:
-    """The whole configuration of ``potlearn otf`` (see docs/otf.md for every key)."""
-
-    structure: StructureSpec = field(default_factory=StructureSpec)
-    reference: str | dict[str, Any] = "emt"
-    model: ModelSpec = field(default_factory=ModelSpec)
-    md: MDSpec = field(default_factory=MDSpec)
-    trigger: dict[str, Any] = field(
-        default_factory=lambda: {"kind": "adaptive", "factor": 1.2, "min_gap": 5}
-    )
-    initial: InitialSpec = field(default_factory=InitialSpec)
-    validation: ValidationSpec | None = field(default_factory=ValidationSpec)
-    run_dir: str = "otf-run"
-    progress: bool = True
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> OTFRunConfig:
-        return from_mapping(cls, read_config_file(path))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OTFRunConfig:
-        return from_mapping(cls, data)
 
 
 def build_structure(spec: StructureSpec) -> Atoms:
