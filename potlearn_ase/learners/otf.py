@@ -24,8 +24,9 @@ prediction *before* the update, so every label is also an honest validation poin
 ``alpha`` is the 68.3 % quantile of ``|error| / spread`` over all of them.
 
 The learner's settings and checkpointed state are in :mod:`~potlearn_ase.learners.otf_settings`,
-how it learns from labels in :mod:`~potlearn_ase.learners.otf_update` and its calculator in
-:mod:`~potlearn_ase.learners.otf_calculator`.
+how it learns from labels in :mod:`~potlearn_ase.learners.otf_update`, its calculator in
+:mod:`~potlearn_ase.learners.otf_calculator` and how it attaches to ASE dynamics in
+:mod:`~potlearn_ase.learners.otf_dynamics`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from potlearn_ase.data.store import LabelStore
 from potlearn_ase.data.validate import get_labels
 from potlearn_ase.learners.checkpoint import checkpoint_atoms, write_json_atomic
 from potlearn_ase.learners.otf_calculator import OTFCalculator
+from potlearn_ase.learners.otf_dynamics import DynamicsMixin
 from potlearn_ase.learners.otf_settings import LearnerState, OTFSettings, StepRecord
 from potlearn_ase.learners.otf_update import (
     calibration_factor,
@@ -62,7 +64,7 @@ __all__ = ["OTFSettings", "OnTheFlyLearner", "OTFCalculator", "checkpoint_atoms"
 log = logging.getLogger(__name__)
 
 
-class OnTheFlyLearner:
+class OnTheFlyLearner(DynamicsMixin):
     """On-the-fly active learner around a committee calculator.
 
     Parameters
@@ -323,56 +325,6 @@ class OnTheFlyLearner:
     def _retrain(self, labelled: list[Atoms]) -> None:
         model = update_model(self.model, labelled, self.store, self.settings, self._rng)
         self.committee.set_model(model, calibration=self._calibration())
-
-    # ------------------------------------------------------------------ ASE dynamics
-    def attach(
-        self, dyn: Any, *, trajectory: str | os.PathLike | None = None, interval: int = 1
-    ) -> None:
-        """Use the learner as ``dyn``'s calculator and observe every step.
-
-        The observer counts steps, keeps the last accepted state, rewinds after a rejection,
-        appends accepted frames to ``trajectory`` every ``interval`` steps and checkpoints.
-        """
-        atoms = dyn.atoms
-        atoms.calc = self.calculator
-        self._traj = None
-        if trajectory is not None:
-            from ase.io.trajectory import Trajectory
-
-            self._traj = Trajectory(str(trajectory), "a")
-        self._save_accepted(atoms)
-
-        def observe() -> None:
-            if self._rewind:
-                self._restore_accepted(atoms)
-                self._rewind = False
-                if self._accepted is not None and not self.store.contains(atoms):
-                    self.label(atoms)
-                return
-            self.state.md_step = int(dyn.nsteps)
-            self._save_accepted(atoms)
-            if self._traj is not None and self.state.md_step % interval == 0:
-                self._traj.write(atoms)
-            if (
-                self.run_dir is not None
-                and self.state.md_step % self.settings.checkpoint_every == 0
-            ):
-                self.checkpoint(atoms)
-
-        dyn.attach(observe, interval=1)
-
-    def _save_accepted(self, atoms: Atoms) -> None:
-        self._accepted = {
-            "positions": atoms.positions.copy(),
-            "momenta": atoms.get_momenta().copy(),
-            "cell": atoms.cell.array.copy(),
-        }
-
-    def _restore_accepted(self, atoms: Atoms) -> None:
-        assert self._accepted is not None
-        atoms.set_cell(self._accepted["cell"])
-        atoms.set_positions(self._accepted["positions"])
-        atoms.set_momenta(self._accepted["momenta"])
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(

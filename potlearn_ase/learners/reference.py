@@ -17,7 +17,8 @@ call builds a fresh calculator meanwhile; with a single instance the next call w
 ``timeout`` seconds for it and otherwise fails as "busy".
 
 :meth:`Reference.from_spec` builds a reference from a configuration; the calculators it can
-name are checked and built in :mod:`potlearn_ase.learners.reference_specs`.
+name are checked and built in :mod:`potlearn_ase.learners.reference_specs`; the
+:class:`LabelResult` record is defined in :mod:`potlearn_ase.learners.reference_result`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,47 +37,13 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_properties
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from potlearn_ase.errors import ConfigError, ReferenceFailure
+from potlearn_ase.errors import ConfigError
+from potlearn_ase.learners.reference_result import LabelResult
 from potlearn_ase.learners.reference_specs import reference_kwargs
 
 __all__ = ["LabelResult", "Reference"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LabelResult:
-    """The outcome of one reference labelling.
-
-    Attributes
-    ----------
-    atoms : ase.Atoms or None
-        A copy of the input structure with a ``SinglePointCalculator`` holding ``energy``
-        (eV), ``forces`` (eV/Angstrom) and, when computed, ``stress`` (eV/Angstrom^3, Voigt);
-        None on failure.
-    ok : bool
-        Whether the labelling succeeded.
-    error : str or None
-        The last attempt's error (type and message) on failure.
-    wall_time : float
-        Seconds spent, over every attempt.
-    attempts : int
-        Calculations tried (1 + retries used).
-    """
-
-    atoms: Atoms | None
-    ok: bool
-    error: str | None = None
-    wall_time: float = 0.0
-    attempts: int = 0
-
-    def unwrap(self) -> Atoms:
-        """The labelled structure, or raise :class:`~potlearn_ase.errors.ReferenceFailure`."""
-        if not self.ok or self.atoms is None:
-            raise ReferenceFailure(
-                f"reference calculation failed after {self.attempts} attempt(s): {self.error}"
-            )
-        return self.atoms
 
 
 class _Busy(Exception):
