@@ -18,18 +18,21 @@ differences:
   and returns every member's position and strain derivatives with batched matrix products over
   the padded neighbour layout; the descriptor's own derivatives are computed once and shared by
   all members.
+
+The hyperparameters, :class:`ACEConfig`, are in :mod:`~potlearn_ase.descriptors.ace_config`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 from ase import Atoms
 
+from potlearn_ase.descriptors.ace_config import ACEConfig
 from potlearn_ase.descriptors.base import Descriptor, DescriptorOutput, species_indices
 from potlearn_ase.descriptors.basis import (
     bessel_radial,
@@ -40,38 +43,6 @@ from potlearn_ase.descriptors.basis import (
 from potlearn_ase.descriptors.neighbours import PaddedNeighbours, padded_neighbours
 
 __all__ = ["ACEConfig", "ACEDescriptor", "ACEBatchOutput", "ACEOutput"]
-
-
-@dataclass(frozen=True)
-class ACEConfig:
-    """Hyperparameters of the ACE-like descriptor.
-
-    Attributes
-    ----------
-    cutoff : float
-        Cutoff radius in Angstrom.
-    n_radial : int
-        Radial functions per neighbour element.
-    l_max : int
-        Highest angular degree (0 to 3).
-    body_order : int
-        3 (pair correlations of the atomic base) or 4 (adds triple products of the densities).
-    """
-
-    cutoff: float = 5.0
-    n_radial: int = 8
-    l_max: int = 2
-    body_order: int = 3
-
-    def __post_init__(self) -> None:
-        if not self.cutoff > 0:
-            raise ValueError(f"cutoff must be positive, got {self.cutoff}")
-        if self.n_radial < 1:
-            raise ValueError(f"n_radial must be at least 1, got {self.n_radial}")
-        if not 0 <= self.l_max <= 3:
-            raise ValueError(f"l_max must be 0 to 3, got {self.l_max}")
-        if self.body_order not in (3, 4):
-            raise ValueError(f"body_order must be 3 or 4, got {self.body_order}")
 
 
 class ACEDescriptor(Descriptor):
