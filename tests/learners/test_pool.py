@@ -66,7 +66,9 @@ def test_pool_learner_beats_random_selection(data, tmp_path):
     assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("score, diversity", [("gamma", "fps"), ("both", "none")])
+@pytest.mark.parametrize(
+    "score, diversity", [("gamma", "fps"), ("both", "none"), ("sigma", "variance")]
+)
 def test_resume_never_relabels_stored_structures(data, tmp_path, score, diversity):
     pool, _, desc = data
     settings = PoolSettings(n_seed=4, batch_size=4, budget=12, score=score, diversity=diversity)
