@@ -7,12 +7,18 @@ import argparse
 import numpy as np
 import pytest
 from ase.io import read as ase_read
+from scipy.spatial.distance import pdist
 
 from potlearn_ase.data.generate import reference_md_frames
 from potlearn_ase.data.io import write
 from potlearn_ase.errors import ConfigError
 from potlearn_ase.selection.cli import SELECTORS, add_subparser, get_selector
-from potlearn_ase.selection.clustering import DBSCANSelector, KMeansSelector, dbscan_clusters
+from potlearn_ase.selection.clustering import (
+    DBSCANSelector,
+    KMeansSelector,
+    dbscan_clusters,
+    principal_components,
+)
 
 
 def _blobs(seed: int = 0, n: int = 40):
@@ -48,6 +54,24 @@ def test_dbscan_representatives_and_noise_points():
     assert set(picked[4:].tolist()) == {160, 161}
     more = sel.select(X, 20, rng=0)
     assert len(set(more.tolist())) == 20
+
+
+def test_principal_components_keep_distances_and_the_clustering():
+    X, blob, _ = _blobs(4)
+    rng = np.random.default_rng(0)
+    # the blobs embedded in 60 columns by a random rotation, plus tiny noise in all of them
+    Q, _ = np.linalg.qr(rng.normal(size=(60, 60)))
+    wide = np.hstack([X, np.zeros((len(X), 57))]) @ Q.T + 1e-4 * rng.normal(size=(len(X), 60))
+    Z = principal_components(wide, 0.9999)
+    assert Z.shape[1] == 3
+    np.testing.assert_allclose(pdist(Z), pdist(wide), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(pdist(principal_components(wide, None)), pdist(wide))
+    full = dbscan_clusters(wide, eps=1.5, standardize_features=False, variance_kept=None)
+    reduced = dbscan_clusters(wide, eps=1.5, standardize_features=False)
+    np.testing.assert_array_equal(full.labels, reduced.labels)
+    assert sorted(blob[reduced.representatives].tolist()) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="variance_kept"):
+        principal_components(wide, 0.0)
 
 
 @pytest.mark.parametrize("name", sorted(SELECTORS))
