@@ -28,6 +28,10 @@ to the reference:
 Resuming is rerunning: structures of the pool already in the store are recognised by their
 content hash and never relabelled; failed ones are not retried.
 
+The saved ``model.pt`` is calibrated (on the validation structures, or by cross-validation
+over the labels) and carries the active set of the labelled structures, like the model of
+``potlearn fit``.
+
 Every round appends a point to the learning curve (labels against the validation force RMSE
 when validation structures are given, and always the prequential force RMSE of each new
 batch, measured before its labels are used), written to ``learning_curve.json`` and
@@ -48,13 +52,15 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from potlearn_ase.calculators.committee import CommitteeCalculator
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.data.validate import get_labels
 from potlearn_ase.descriptors.base import Descriptor
 from potlearn_ase.errors import ConfigError
 from potlearn_ase.learners.pool_settings import DIVERSITY, PoolSettings
 from potlearn_ase.learners.reference import Reference
-from potlearn_ase.models.active_set import ActiveSet, species_indices
+from potlearn_ase.models.active_set import ActiveSet, attach_active_set, species_indices
+from potlearn_ase.models.calibration import calibrate
 from potlearn_ase.models.linear import LinearCommittee, LinearFitConfig, fit_linear
 from potlearn_ase.selection import fps
 from potlearn_ase.selection.dpp import DPPSelector
@@ -362,6 +368,17 @@ class PoolLearner:
 
         plot_learning_curve(self.curve, self.run_dir / "learning_curve.png")
         if self.model is not None:
-            from potlearn_ase.calculators import CommitteeCalculator
+            self.calculator().save(self.run_dir / "model.pt")
 
-            CommitteeCalculator(model=self.model).save(self.run_dir / "model.pt")
+    def calculator(self) -> CommitteeCalculator:
+        """The current model as a calculator: calibrated on the validation structures when
+        given, else by cross-validation over the labels, with the labels' active set."""
+        if self.model is None:
+            raise ConfigError("no model yet: run the learner first")
+        frames = self.store.frames()
+        alpha, on = calibrate(self.model, frames, self.validation)
+        attach_active_set(self.model, frames)
+        metrics: dict[str, Any] = {"n_train": len(frames), "calibrated_on": on}
+        if self.validation:
+            metrics["val_force_rmse"] = self.force_rmse(self.validation)
+        return CommitteeCalculator(model=self.model, calibration=alpha, metrics=metrics)

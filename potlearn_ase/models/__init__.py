@@ -3,6 +3,7 @@
 from potlearn_ase.models.active_set import ActiveSet, attach_active_set
 from potlearn_ase.models.base import CommitteeModel, CommitteePrediction
 from potlearn_ase.models.calibration import (
+    calibrate,
     cross_validated_calibration,
     fit_calibration,
     force_errors_and_spread,
@@ -17,6 +18,7 @@ __all__ = [
     "LinearCommittee",
     "LinearFitConfig",
     "attach_active_set",
+    "calibrate",
     "cross_validated_calibration",
     "design_rows",
     "fit_calibration",

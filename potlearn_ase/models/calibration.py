@@ -16,6 +16,7 @@ Two ways to get the held-out errors:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,12 +27,41 @@ from potlearn_ase.models.base import CommitteeModel
 
 __all__ = [
     "ONE_SIGMA",
+    "calibrate",
     "cross_validated_calibration",
     "fit_calibration",
     "force_errors_and_spread",
 ]
 
 ONE_SIGMA = 0.6826894921370859
+
+log = logging.getLogger(__name__)
+
+
+def calibrate(
+    model: CommitteeModel,
+    train: Sequence[Atoms],
+    val: Sequence[Atoms] | None = None,
+    *,
+    coverage: float = ONE_SIGMA,
+) -> tuple[float, str]:
+    """The best calibration ``alpha`` the data allow, and what it was measured on.
+
+    On ``val`` when given (:func:`fit_calibration`); otherwise, for a linear model with its
+    normal equations, by cross-validation over its own training structures ``train``
+    (:func:`cross_validated_calibration`); otherwise 1.0, with a warning.
+
+    Returns
+    -------
+    (float, str)
+        ``alpha`` and ``"validation"``, ``"cross-validation"`` or ``"none"``.
+    """
+    if val:
+        return fit_calibration(model, val, coverage=coverage), "validation"
+    if getattr(model, "normal_equations", None) is not None and len(train) >= 2:
+        return cross_validated_calibration(model, train, coverage=coverage), "cross-validation"
+    log.warning("no validation structures: the committee spread is not calibrated (give some)")
+    return 1.0, "none"
 
 
 def force_errors_and_spread(

@@ -154,28 +154,12 @@ def save_calibrated(
     closed-form cross-validation over its own training structures, and a neural one keeps 1.0
     (with a warning: give validation structures).
     """
-    import logging
-
     import numpy as np
 
     from potlearn_ase.calculators import CommitteeCalculator
-    from potlearn_ase.models import (
-        attach_active_set,
-        cross_validated_calibration,
-        fit_calibration,
-    )
+    from potlearn_ase.models import attach_active_set, calibrate
 
-    calibrated_on = "validation"
-    if val:
-        alpha = fit_calibration(model, val)
-    elif getattr(model, "normal_equations", None) is not None and len(train) >= 2:
-        alpha = cross_validated_calibration(model, train)
-        calibrated_on = "cross-validation"
-    else:
-        alpha, calibrated_on = 1.0, "none"
-        logging.getLogger(__name__).warning(
-            "no validation structures: the committee spread is not calibrated (give --val)"
-        )
+    alpha, calibrated_on = calibrate(model, train, val)
     attach_active_set(model, train)
     metrics: dict[str, Any] = {
         "n_train": len(train),

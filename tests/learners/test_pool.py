@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
+import potlearn_ase
 from potlearn_ase.data.generate import reference_md_frames
 from potlearn_ase.data.io import write
 from potlearn_ase.data.store import LabelStore
@@ -16,7 +17,13 @@ from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
 from potlearn_ase.learners.pool import PoolLearner, PoolSettings
 from potlearn_ase.learners.pool_cli import add_subparser
 from potlearn_ase.learners.reference import Reference
-from potlearn_ase.models import LinearFitConfig, fit_linear
+from potlearn_ase.models import (
+    LinearFitConfig,
+    cross_validated_calibration,
+    fit_calibration,
+    fit_linear,
+    force_errors_and_spread,
+)
 
 
 def _frames(T: float, n: int, rng: int, a: float = 3.61):
@@ -88,6 +95,37 @@ def test_resume_never_relabels_stored_structures(data, tmp_path, score, diversit
         cont.run()
         assert cont.n_reference_calls == 8 and len(store) == 20
         assert picked < set(np.flatnonzero(cont.labelled).tolist())
+
+
+@pytest.mark.parametrize("with_val", [True, False])
+def test_saved_model_is_calibrated_and_carries_the_active_set(data, tmp_path, with_val):
+    pool, val, desc = data
+    settings = PoolSettings(n_seed=6, batch_size=6, budget=24)
+    with LabelStore(tmp_path / "labels.h5") as store:
+        learner = PoolLearner(
+            pool, desc, Reference.from_spec("emt"), store, settings=settings,
+            validation=val[::2] if with_val else None, run_dir=tmp_path / "run",
+        )
+        learner.run()
+        frames = store.frames()
+    calc = potlearn_ase.load(tmp_path / "run" / "model.pt")
+    on = calc.metrics["calibrated_on"]
+    if with_val:
+        assert on == "validation"
+        assert calc.calibration == pytest.approx(fit_calibration(learner.model, val[::2]))
+    else:
+        assert on == "cross-validation"
+        assert calc.calibration == pytest.approx(
+            cross_validated_calibration(learner.model, frames)
+        )
+    assert calc.calibration > 1.5  # the raw posterior spread under-covers
+    # the stated sigma covers the error on unseen structures about as often as it claims
+    err, spread = force_errors_and_spread(calc.model, val[1::2])
+    coverage = np.mean(np.abs(err) <= calc.calibration * spread)
+    assert 0.5 < coverage < 0.85, coverage
+    assert calc.model.active_set is not None
+    grade = calc.model.active_set.grade(calc.model.descriptor, frames[0])
+    assert grade.max() <= 1.01  # a labelled structure lies inside its own active set
 
 
 def test_extrapolation_grade_flags_unseen_environments(data, tmp_path):
