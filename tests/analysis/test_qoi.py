@@ -57,6 +57,19 @@ def reports(cu_model):
     return ours, emt
 
 
+def test_calibration_scales_every_sigma_once(cu_model, reports):
+    model, alpha = cu_model
+    assert alpha > 1.5
+    raw = compute_qois(model, PRIM, which=("eos", "elastic", "phonons"))
+    ours = reports[0]
+    assert set(raw.qois) == set(ours.qois)
+    for name, q in raw.qois.items():
+        assert ours.qois[name].mean == pytest.approx(q.mean, rel=1e-9, abs=1e-12), name
+        assert ours.qois[name].std == pytest.approx(alpha * q.std, rel=1e-6, abs=1e-12), name
+    np.testing.assert_allclose(ours.phonons.bands.std(0), alpha * raw.phonons.bands.std(0),
+                               rtol=1e-6, atol=1e-12)
+
+
 def test_cu_model_matches_emt_with_honest_sigma(reports):
     ours, emt = reports
     q, r = ours.qois, emt.qois

@@ -134,6 +134,9 @@ def compute_qois(
         qois["vacancy_formation_energy"] = vacancy_formation_energy(
             source, structure, **(vacancy_options or {})
         )
+    # the curves below are scaled as a whole, and their scalar QoIs taken from the scaled
+    # curves, so every spread is scaled exactly once
+    qois = {k: QoI(q.name, q.unit, _scale_spread(q.samples, calibration)) for k, q in qois.items()}
     ph = None
     if "phonons" in which:
         ph = phonons(source, structure, **(phonon_options or {}))
@@ -153,7 +156,6 @@ def compute_qois(
         rd = rdf(source, structure, rng=rng, **(rdf_options or {}))
         rd = RDFResult(r=rd.r, g=_scale_spread(rd.g, calibration), ess=rd.ess, n_frames=rd.n_frames)
         qois.update({q.name: q for q in rd.qois()})
-    qois = {k: QoI(q.name, q.unit, _scale_spread(q.samples, calibration)) for k, q in qois.items()}
     return QoIReport(
         qois=qois,
         phonons=ph,
