@@ -45,12 +45,16 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        errors = []
+        errors = {}
         for option in args:
             try:
                 return _check(value, option, where)
             except ConfigError as exc:
-                errors.append(str(exc))
+                errors[option] = exc
+        # a mapping can only have meant the dataclass option: its own error says what is wrong
+        mapped = [a for a in args if dataclasses.is_dataclass(a)]
+        if isinstance(value, Mapping) and len(mapped) == 1:
+            raise errors[mapped[0]]
         names = " or ".join(_name(a) for a in args)
         raise ConfigError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
     if origin is typing.Literal:

@@ -212,6 +212,8 @@ class _Objective:
         )
         ne = NormalEquations(parts[0].n_params)
         for part, wt in zip(parts, (fit.energy_weight, fit.force_weight, fit.stress_weight)):
+            if wt <= 0:  # design_rows leaves zero-weight rows out: they count for nothing
+                continue
             ne.AtA += wt**2 * part.AtA
             ne.Aty += wt**2 * part.Aty
             ne.yty += wt**2 * part.yty

@@ -59,6 +59,22 @@ class SearchSpace:
     energy_weight: tuple[float, ...] | FloatRange = FloatRange(1.0, 100.0, log=True)
     force_weight: tuple[float, ...] | FloatRange = (1.0,)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.lam, tuple):
+            for v in self.lam:
+                if isinstance(v, str) and v != "evidence":
+                    try:
+                        float(v)
+                    except ValueError:
+                        raise ValueError(
+                            f"lam: {v!r} is neither 'evidence' nor a number"
+                        ) from None
+        for name in ("energy_weight", "force_weight", "cutoff"):
+            spec = getattr(self, name)
+            low = spec.low if isinstance(spec, FloatRange) else min(spec, default=0.0)
+            if low < 0 or (name == "cutoff" and low <= 0):
+                raise ValueError(f"{name}: values must be positive, got {spec!r}")
+
     def dimensions(self) -> list[tuple[str, Any]]:
         """``(name, spec)`` of every hyperparameter, in a fixed order."""
         dims = [(k, getattr(self, k)) for k in self.__dataclass_fields__]
@@ -116,3 +132,9 @@ class HyperoptConfig:
             raise ValueError(f"method must be grid, random, lhs or tpe, got {self.method!r}")
         if self.n_trials < 1:
             raise ValueError(f"n_trials must be at least 1, got {self.n_trials}")
+        for name in ("grid_points", "n_members", "timing_repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("cost_weight", "energy_error_weight", "stress_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")

@@ -51,17 +51,23 @@ def test_every_searcher_stays_in_the_space(data, method):
     assert res.best.loss == min(t.loss for t in res.trials)
 
 
-def test_trial_scores_equal_a_direct_fit(data):
-    """The cached, split normal equations give the fit that fit_linear gives."""
+@pytest.mark.parametrize(
+    "lam, stress_weight", [(1e-4, 1.0), ("evidence", 1.0), ("evidence", 0.0)]
+)
+def test_trial_scores_equal_a_direct_fit(data, lam, stress_weight):
+    """The cached, split normal equations give the fit that fit_linear gives, also with the
+    ridge parameter by evidence (which counts the rows) and a zero-weight part left out."""
     train, val = data
     space = SearchSpace(cutoff=(4.5,), n_radial=(4,), l_max=(2,), energy_weight=(7.0,),
-                        force_weight=(2.0,), lam=(1e-4,))
+                        force_weight=(2.0,), lam=(lam,))
     res = hyperopt(train, val, HyperoptConfig(method="grid", n_trials=1, space=space,
-                                               timing_repeats=1, n_members=4))
+                                               timing_repeats=1, n_members=4,
+                                               stress_weight=stress_weight))
     t = res.trials[0]
     desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=4.5, n_radial=4, l_max=2))
     model = fit_linear(desc, train, LinearFitConfig(energy_weight=7.0, force_weight=2.0,
-                                                    lam=1e-4, n_members=4), rng=0)
+                                                    stress_weight=stress_weight, lam=lam,
+                                                    n_members=4), rng=0)
     F = np.concatenate([model.predict(a)["forces"].mean(0) - a.get_forces() for a in val])
     assert t.force_rmse == pytest.approx(float(np.sqrt(np.mean(F**2))), rel=1e-6)
 
@@ -92,6 +98,14 @@ def test_config_errors_name_the_key():
         from_mapping(HyperoptConfig, {"method": "annealing"})
     with pytest.raises(ConfigError, match="train"):
         run_hyperopt({"val": "v.xyz"})
+    with pytest.raises(ConfigError, match="lam: 'evidnce' is neither"):
+        from_mapping(HyperoptConfig, {"space": {"lam": ["evidnce"]}})
+    with pytest.raises(ConfigError, match="unknown key space.energy_weight.lgo"):
+        from_mapping(HyperoptConfig, {"space": {"energy_weight": {"low": 1, "high": 9, "lgo": 1}}})
+    for key, bad in (("grid_points", 0), ("timing_repeats", 0), ("n_members", 0),
+                     ("cost_weight", -1.0)):
+        with pytest.raises(ConfigError, match=key):
+            from_mapping(HyperoptConfig, {key: bad})
 
 
 def test_cli_writes_table_and_pareto_plot(data, tmp_path, capsys):
