@@ -18,10 +18,16 @@ class DataFormatError(PotlearnError, ValueError):
 class UnknownElementError(PotlearnError, KeyError):
     """A structure holds an element the model or descriptor was not built for."""
 
-    def __init__(self, element: str, known: list[str] | tuple[str, ...] | None = None):
+    def __init__(
+        self,
+        element: str,
+        known: list[str] | tuple[str, ...] | None = None,
+        *,
+        where: str | None = None,
+    ):
         self.element = element
         self.known = list(known) if known is not None else None
-        msg = f"unknown element {element!r}"
+        msg = f"{where + ': ' if where else ''}unknown element {element!r}"
         if self.known is not None:
             msg += f"; the model knows {', '.join(self.known) or 'no elements'}"
         super().__init__(msg)

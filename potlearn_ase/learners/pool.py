@@ -26,7 +26,8 @@ to the reference:
    budget is spent or the validation force RMSE reaches ``target_rmse``.
 
 Resuming is rerunning: structures of the pool already in the store are recognised by their
-content hash and never relabelled; failed ones are not retried.
+content hash and never relabelled; failed ones are not retried; the learning curve of the
+earlier runs in ``run_dir`` is continued.
 
 The saved ``model.pt`` is calibrated (on the validation structures, or by cross-validation
 over the labels) and carries the active set of the labelled structures, like the model of
@@ -114,6 +115,8 @@ class PoolLearner:
         self.store = store
         self.settings = settings or PoolSettings()
         self.validation = list(validation) if validation is not None else None
+        if self.settings.target_rmse is not None and not self.validation:
+            raise ConfigError("target_rmse needs validation structures to measure the error on")
         self.fit_config = fit_config or LinearFitConfig()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.model: LinearCommittee | None = None
@@ -136,6 +139,9 @@ class PoolLearner:
         )
         if self.labelled.any():
             log.info("resuming: %d pool structures already labelled", int(self.labelled.sum()))
+            from potlearn_ase.learners.pool_cli import read_learning_curve
+
+            self.curve = read_learning_curve(self.run_dir, self.n_labelled)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -356,7 +362,13 @@ class PoolLearner:
         point: dict[str, Any] = {"n_labels": self.n_labelled, "batch_force_rmse": prequential}
         if self.validation:
             point["val_force_rmse"] = self.force_rmse(self.validation)
-        self.curve.append(point)
+        last = self.curve[-1] if self.curve else None
+        if last is not None and last.get("n_labels") == self.n_labelled and prequential is None:
+            # a resumed run's first fit: same labels as the last point, which it refreshes
+            point["batch_force_rmse"] = last.get("batch_force_rmse")
+            self.curve[-1] = point
+        else:
+            self.curve.append(point)
 
     def _write(self, summary: dict[str, Any]) -> None:
         if self.run_dir is None:

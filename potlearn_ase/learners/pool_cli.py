@@ -1,18 +1,42 @@
-"""The pool learner's learning-curve plot and the ``potlearn al`` command."""
+"""The pool learner's learning curve (read back on resume, plotted) and ``potlearn al``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from potlearn_ase.data.store import LabelStore
+from potlearn_ase.errors import UnknownElementError
 from potlearn_ase.learners.pool import DIVERSITY, PoolLearner, PoolSettings
 from potlearn_ase.learners.reference import Reference
 
-__all__ = ["add_subparser", "plot_learning_curve"]
+__all__ = ["add_subparser", "plot_learning_curve", "read_learning_curve"]
+
+log = logging.getLogger(__name__)
+
+
+def read_learning_curve(
+    run_dir: str | os.PathLike | None, n_labelled: int
+) -> list[dict[str, Any]]:
+    """The learning curve that earlier runs wrote to ``run_dir`` (a resumed run continues it).
+
+    Points past ``n_labelled`` (the labels the store holds now) belong to another store and
+    are dropped; an unreadable file gives an empty curve, with a warning.
+    """
+    path = Path(run_dir) / "learning_curve.json" if run_dir is not None else None
+    if path is None or not path.exists():
+        return []
+    try:
+        curve = json.loads(path.read_text()).get("curve", [])
+    except (OSError, ValueError, AttributeError) as exc:
+        log.warning("%s: earlier learning curve not readable (%s); starting a new one", path, exc)
+        return []
+    return [p for p in curve if p.get("n_labels", 0) <= n_labelled]
 
 
 def plot_learning_curve(curve: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
@@ -94,6 +118,13 @@ def _cmd_al(args: argparse.Namespace) -> int:
     pool = read(args.pool, index=":")
     val = read(args.val, index=":") if args.val else None
     elements = sorted({s for a in pool for s in a.get_chemical_symbols()})
+    if val:
+        for k, a in enumerate(val):
+            extra = sorted(set(a.get_chemical_symbols()) - set(elements))
+            if extra:
+                raise UnknownElementError(
+                    extra[0], elements, where=f"{args.val}, structure {k} (not in {args.pool})"
+                )
     desc = ACEDescriptor(
         elements, ACEConfig(cutoff=args.cutoff, n_radial=args.n_radial, l_max=args.l_max)
     )

@@ -76,3 +76,9 @@ class PoolSettings:
         for key in ("n_seed", "batch_size", "budget", "candidate_factor"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"{key}: must be at least 1, got {getattr(self, key)}")
+        if self.max_scored is not None and int(self.max_scored) < 1:
+            raise ConfigError(f"max_scored: must be at least 1 or None, got {self.max_scored}")
+        if float(self.density) < 0:
+            raise ConfigError(f"density: must not be negative, got {self.density}")
+        if self.target_rmse is not None and not float(self.target_rmse) > 0:
+            raise ConfigError(f"target_rmse: must be positive (eV/A), got {self.target_rmse}")

@@ -73,7 +73,8 @@ def maxvol(A: ArrayLike, *, tol: float = 1.01, max_iters: int = 1000) -> np.ndar
     if r == 0:
         return np.zeros(0, dtype=np.int64)
     _, R, piv = scipy.linalg.qr(A.T, mode="economic", pivoting=True)
-    if abs(R[-1, -1]) <= 1e-12 * abs(R[0, 0]):
+    # R is (r, n): its last pivot is R[r-1, r-1] (R[-1, -1] lies off the diagonal when n > r)
+    if abs(R[r - 1, r - 1]) <= 1e-12 * abs(R[0, 0]):
         raise ValueError(f"the {n} x {r} matrix is rank deficient; reduce its columns first")
     idx = np.array(piv[:r], dtype=np.int64)
     B = np.linalg.solve(A[idx].T, A.T).T  # (n, r): A = B A[idx]

@@ -14,6 +14,7 @@ from potlearn_ase.data.generate import reference_md_frames
 from potlearn_ase.data.io import write
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+from potlearn_ase.errors import ConfigError, UnknownElementError
 from potlearn_ase.learners.pool import PoolLearner, PoolSettings
 from potlearn_ase.learners.pool_cli import add_subparser
 from potlearn_ase.learners.reference import Reference
@@ -126,6 +127,53 @@ def test_saved_model_is_calibrated_and_carries_the_active_set(data, tmp_path, wi
     assert calc.model.active_set is not None
     grade = calc.model.active_set.grade(calc.model.descriptor, frames[0])
     assert grade.max() <= 1.01  # a labelled structure lies inside its own active set
+
+
+def test_resumed_run_continues_the_learning_curve(data, tmp_path):
+    pool, val, desc = data
+
+    def run(budget):
+        settings = PoolSettings(n_seed=4, batch_size=4, budget=budget)
+        with LabelStore(tmp_path / "labels.h5") as store:
+            learner = PoolLearner(pool, desc, Reference.from_spec("emt"), store,
+                                  settings=settings, validation=val[::3], run_dir=tmp_path / "r")
+            return learner.run()
+
+    first = run(12)
+    assert [p["n_labels"] for p in first["curve"]] == [4, 8, 12]
+    second = run(20)
+    assert second["n_reference_calls"] == 8
+    curve = json.loads((tmp_path / "r" / "learning_curve.json").read_text())["curve"]
+    assert [p["n_labels"] for p in curve] == [4, 8, 12, 16, 20]
+    assert curve[:2] == first["curve"][:2]  # earlier points kept as measured
+    assert curve[2]["batch_force_rmse"] == first["curve"][2]["batch_force_rmse"]
+
+
+def test_bad_settings_are_named(data, tmp_path):
+    pool, _, desc = data
+    for key, bad in (("max_scored", 0), ("density", -1.0), ("target_rmse", 0.0)):
+        with pytest.raises(ConfigError, match=key):
+            PoolSettings(**{key: bad})
+    with LabelStore(tmp_path / "labels.h5") as store:
+        with pytest.raises(ConfigError, match="target_rmse needs validation"):
+            PoolLearner(pool, desc, Reference.from_spec("emt"), store,
+                        settings=PoolSettings(target_rmse=0.01))
+        assert len(store) == 0
+
+
+def test_al_command_names_a_validation_element_missing_from_the_pool(data, tmp_path):
+    pool, val, _ = data
+    odd = val[0].copy()
+    odd[0].symbol = "Ag"
+    write(tmp_path / "pool.xyz", pool[::10])
+    write(tmp_path / "val.xyz", [val[1], odd])
+    parser = argparse.ArgumentParser()
+    add_subparser(parser.add_subparsers())
+    args = parser.parse_args(["al", str(tmp_path / "pool.xyz"), "--val", str(tmp_path / "val.xyz"),
+                              "--run-dir", str(tmp_path / "run")])
+    with pytest.raises(UnknownElementError, match=r"val.xyz, structure 1 .*unknown element 'Ag'"):
+        args.func(args)
+    assert not (tmp_path / "run" / "labels.h5").exists()  # failed before any reference call
 
 
 def test_extrapolation_grade_flags_unseen_environments(data, tmp_path):

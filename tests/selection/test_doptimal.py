@@ -41,6 +41,17 @@ def test_maxvol_picks_planted_large_rows():
     assert sorted(maxvol(A).tolist()) == planted
 
 
+def test_duplicated_rows_are_not_rank_deficiency():
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        A = rng.normal(size=(10, 3))
+        A = np.vstack([A, A[np.argmax(np.linalg.norm(A, axis=1))]])  # an archive frame twice
+        idx = maxvol(A, tol=1.0)
+        assert abs(np.linalg.det(A[idx])) > 0  # distinct rows spanning the space
+    with pytest.raises(ValueError, match="rank deficient"):
+        maxvol(np.hstack([A, A[:, :1]]))  # a repeated column is
+
+
 def test_extrapolation_grade_is_at_most_one_inside_and_above_one_for_an_outlier():
     rng = np.random.default_rng(2)
     A = rng.normal(size=(300, 5))
