@@ -138,9 +138,9 @@ def _cmd_qoi(args: argparse.Namespace) -> int:
         print(f"phonon bands: {args.plot}")
     sens_out = None
     if args.sensitivity is not None:
-        sens_out = _sensitivity(args, calc, report, which, ph_opts)
+        sens_out = _sensitivity(args, calc, report, which, ph_opts, calibration)
     if args.json:
-        out = report.to_dict()
+        out = {"calibration": calibration, **report.to_dict()}
         if reference is not None:
             out["reference"] = reference.to_dict()
         if sens_out is not None:
@@ -151,7 +151,12 @@ def _cmd_qoi(args: argparse.Namespace) -> int:
 
 
 def _sensitivity(
-    args: argparse.Namespace, calc: Any, report: Any, which: tuple[str, ...], ph_opts: dict
+    args: argparse.Namespace,
+    calc: Any,
+    report: Any,
+    which: tuple[str, ...],
+    ph_opts: dict,
+    calibration: float,
 ) -> dict[str, Any]:
     """``--sensitivity``: gradients along posterior directions, shares, training influence."""
     from potlearn_ase.analysis.qoi import compute_qois
@@ -185,7 +190,7 @@ def _sensitivity(
         influence = training_influence(calc.model, frames, sens)
     print(
         f"\nsensitivity: first-order sigma of the raw posterior (the table above scales the "
-        f"spread by the calibration {calc.calibration:.3g}); influence = QoI change when the "
+        f"spread by the calibration {calibration:.3g}); influence = QoI change when the "
         "structure is left out"
     )
     print(sensitivity_table(sens, influence=influence))
@@ -194,7 +199,8 @@ def _sensitivity(
         print(f"sensitivity plot: {args.sensitivity_plot}")
     out: dict[str, Any] = {
         "qoi_names": list(sens.qoi_names),
-        "first_order_std": [float(v) ** 0.5 for v in sens.variance],
+        "first_order_std": [float(v) ** 0.5 for v in sens.variance],  # raw posterior
+        "first_order_std_calibrated": [calibration * float(v) ** 0.5 for v in sens.variance],
         "top_parameters": {q: sens.top_parameters(q) for q in sens.qoi_names},
         "active_eigenvalues": sens.active_eigenvalues.tolist(),
     }

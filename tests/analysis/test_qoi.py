@@ -103,6 +103,51 @@ def test_elastic_constants_agree_with_equation_of_state():
     assert C["C11"].mean > C["C12"].mean > 0 and C["C44"].mean > 0
 
 
+def _rotated(atoms, angles=(20.0, 35.0, 10.0)):
+    from scipy.spatial.transform import Rotation
+
+    R = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
+    out = atoms.copy()
+    out.set_cell(atoms.cell.array @ R.T, scale_atoms=True)
+    return out
+
+
+def test_lattice_and_elastic_constants_do_not_depend_on_the_cell_chosen(cu_model):
+    model, _ = cu_model
+    cells = {
+        "primitive": PRIM,
+        "cubic": bulk("Cu", "fcc", a=3.61, cubic=True),
+        "orthorhombic": bulk("Cu", "fcc", a=3.61, orthorhombic=True),  # x along [110]
+        "supercell": PRIM.repeat(2),
+        "rotated": _rotated(bulk("Cu", "fcc", a=3.61, cubic=True)),
+    }
+    for source in (EMT(), model):
+        got = {k: compute_qois(source, c, which=("eos", "elastic")).qois for k, c in cells.items()}
+        ref = got["primitive"]
+        assert 3.5 < ref["lattice_constant"].mean < 3.7
+        for name, q in got.items():
+            for key in ("lattice_constant", "bulk_modulus", "C11", "C12", "C44"):
+                assert q[key].mean == pytest.approx(ref[key].mean, rel=2e-3), (name, key)
+                assert q[key].std == pytest.approx(ref[key].std, rel=0.05, abs=1e-9), (name, key)
+
+
+def test_vacancy_of_a_compound_is_refused():
+    from potlearn_ase.errors import InvalidStructureError
+
+    nacl = bulk("NaCl", "rocksalt", a=5.64)
+    with pytest.raises(InvalidStructureError, match="ClNa needs chemical potentials"):
+        vacancy_formation_energy(EMT(), nacl)
+
+
+def test_explicit_calibration_overrides_the_calculator(cu_model):
+    model, alpha = cu_model
+    calc = CommitteeCalculator(model=model, calibration=alpha)
+    raw = compute_qois(model, PRIM, which=("eos",)).qois["bulk_modulus"].std
+    own = compute_qois(calc, PRIM, which=("eos",)).qois["bulk_modulus"].std
+    one = compute_qois(calc, PRIM, which=("eos",), calibration=1.0).qois["bulk_modulus"].std
+    assert own == pytest.approx(alpha * raw) and one == pytest.approx(raw)
+
+
 def test_each_member_is_its_own_potential(cu_model):
     """The shared pass gives member m exactly what a one-member committee of m gives."""
     model, _ = cu_model
@@ -126,6 +171,12 @@ def test_posterior_committee_draws_more_samples(cu_model):
     ph = phonons(big, PRIM, supercell=3, bands=False, dos=False)
     assert ph.special_frequencies.shape[:2] == (24, len(ph.labels))
     assert ph.special_frequencies.std(0).max() > 0
+    kept = getattr(model, "active_set", None)
+    model.active_set = "the training active set"
+    try:
+        assert posterior_committee(model, 2).active_set == "the training active set"
+    finally:
+        model.active_set = kept
     from potlearn_ase.models.neural import NeuralCommittee
 
     with pytest.raises(ValueError, match="posterior"):

@@ -83,7 +83,7 @@ def compute_qois(
     atoms: Atoms,
     *,
     which: Sequence[str] = ("eos", "elastic", "vacancy", "phonons"),
-    calibration: float = 1.0,
+    calibration: float | None = None,
     relax_lattice: bool = True,
     phonon_options: dict[str, Any] | None = None,
     vacancy_options: dict[str, Any] | None = None,
@@ -101,9 +101,10 @@ def compute_qois(
         The unit cell (e.g. ``ase.build.bulk("Cu", "fcc", a=3.61)``).
     which : sequence of str
         Among :data:`QOI_NAMES`.
-    calibration : float
-        Factor applied to the member spread of every QoI (the calculator's ``alpha``);
-        a CommitteeCalculator passes its own.
+    calibration : float, optional
+        Factor applied to the member spread of every QoI (the calculator's ``alpha``). By
+        default a CommitteeCalculator's own, else 1 (the raw spread); 1 asks for the raw
+        spread of a calculator too.
     relax_lattice : bool
         Rescale ``atoms`` to the equilibrium volume of the committee mean first.
     phonon_options, vacancy_options, rdf_options : dict, optional
@@ -115,8 +116,9 @@ def compute_qois(
     if unknown:
         raise ValueError(f"unknown QoI {unknown[0]!r}; known: {', '.join(QOI_NAMES)}")
     if isinstance(source, CommitteeCalculator):
-        calibration = source.calibration if calibration == 1.0 else calibration
+        calibration = source.calibration if calibration is None else calibration
         source = source.model
+    calibration = 1.0 if calibration is None else float(calibration)
     predict = member_predictor(source)
     qois: dict[str, QoI] = {}
     structure = atoms.copy()

@@ -8,6 +8,7 @@ for all members.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -169,13 +170,15 @@ def posterior_committee(
         raise ValueError(f"n_samples must be at least 1, got {n_samples}")
     S, K1 = model.coef.shape[1:]
     draws = model.posterior.sample(n_samples, rng=np.random.default_rng(rng))
-    return LinearCommittee(
+    out = LinearCommittee(
         model.descriptor,
         draws.reshape(n_samples, S, K1),
         posterior=model.posterior,
         normal_equations=model.normal_equations,
         config=model.config,
     )
+    out.active_set = getattr(model, "active_set", None)  # same training data, same grades
+    return out
 
 
 def member_predictor(source: Source) -> Predictor:
@@ -225,7 +228,40 @@ def _mean_calculator(source: Source) -> Calculator:
     return source
 
 
+def conventional_cell(atoms: Atoms, *, symprec: float = 1e-3) -> Atoms | None:
+    """The standard conventional cell of ``atoms`` in the standard orientation (spglib), at
+    the same volume per atom; None when spglib is missing or finds no symmetry.
+
+    For a cubic crystal the cube edges lie along x, y and z, whatever the input cell was
+    (primitive, conventional, a supercell, or a rotated or orthorhombic setting).
+    """
+    try:
+        import spglib
+    except ImportError:
+        return None
+    cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
+    try:
+        with warnings.catch_warnings():  # spglib 2.x warns about its old error handling
+            warnings.simplefilter("ignore", DeprecationWarning)
+            std = spglib.standardize_cell(cell, to_primitive=False, no_idealize=False,
+                                          symprec=symprec)
+    except Exception:  # spglib raises its own error types across versions
+        return None
+    if std is None:
+        return None
+    lattice, positions, numbers = std
+    out = Atoms(numbers=numbers, cell=lattice, scaled_positions=positions, pbc=True)
+    scale = (atoms.get_volume() / len(atoms) / (out.get_volume() / len(out))) ** (1.0 / 3.0)
+    out.set_cell(out.cell * scale, scale_atoms=True)
+    return out
+
+
 def _lattice_parameter(atoms: Atoms) -> float:
+    """``a`` of the standard conventional cell (``a`` of the input cell's Bravais lattice
+    without spglib; the cube root of the volume per atom as a last resort)."""
+    conv = conventional_cell(atoms)
+    if conv is not None:
+        return float(conv.cell.lengths()[0])
     try:
         return float(atoms.cell.get_bravais_lattice().a)
     except (ValueError, AttributeError, RuntimeError):

@@ -15,8 +15,10 @@ from potlearn_ase.analysis.qoi.base import (
     _lattice_parameter,
     _mean_calculator,
     _repeat_for,
+    conventional_cell,
     member_predictor,
 )
+from potlearn_ase.errors import InvalidStructureError
 
 __all__ = ["elastic_constants", "equation_of_state", "vacancy_cell", "vacancy_formation_energy"]
 
@@ -34,14 +36,16 @@ def equation_of_state(
     """Equilibrium lattice constant, volume, energy and bulk modulus of every member.
 
     Energies of isotropically scaled copies of ``atoms`` (linear strain ``+-max_strain``) are
-    fitted with :class:`ase.eos.EquationOfState`. The lattice constant is the Bravais lattice's
-    ``a`` scaled by ``(V0 / V)^(1/3)``.
+    fitted with :class:`ase.eos.EquationOfState`. The lattice constant is ``a`` of the standard
+    conventional cell (:func:`conventional_cell`, so any cell of the same crystal gives the
+    same value) scaled by ``(V0 / V)^(1/3)``.
 
     Returns
     -------
     dict
-        ``lattice_constant`` (A), ``volume_per_atom`` (A^3), ``cohesive_energy`` (eV/atom: the
-        energy per atom at the minimum) and ``bulk_modulus`` (GPa).
+        ``lattice_constant`` (A), ``volume_per_atom`` (A^3), ``energy_per_atom`` (eV/atom: the
+        energy at the minimum, on the potential's own zero; not a cohesive energy, which
+        would need the isolated atom) and ``bulk_modulus`` (GPa).
     """
     from ase.eos import EquationOfState
 
@@ -69,7 +73,7 @@ def equation_of_state(
     return {
         "lattice_constant": QoI("lattice_constant", "A", a_ref * (v0a / V) ** (1.0 / 3.0)),
         "volume_per_atom": QoI("volume_per_atom", "A^3", v0a / n),
-        "cohesive_energy": QoI("cohesive_energy", "eV/atom", np.array(e0) / n),
+        "energy_per_atom": QoI("energy_per_atom", "eV/atom", np.array(e0) / n),
         "bulk_modulus": QoI("bulk_modulus", "GPa", np.array(B) / units.GPa),
     }
 
@@ -79,18 +83,26 @@ def elastic_constants(
 ) -> tuple[dict[str, QoI], np.ndarray]:
     """Cubic elastic constants C11, C12, C44 (GPa) of every member from finite strains.
 
-    The full ``6 x 6`` Voigt matrix comes from central differences of the stress under the six
-    strains ``+-strain`` (engineering shear strain); C11, C12 and C44 are the cubic averages
-    over equivalent entries. Clamped-ion: exact for monatomic Bravais lattices.
+    The strains act on the standard conventional cell of ``atoms`` (:func:`conventional_cell`:
+    cube edges along x, y, z), so a rotated or non-cubic setting of the same crystal gives the
+    same constants. The full ``6 x 6`` Voigt matrix comes from central differences of the
+    stress under the six strains ``+-strain`` (engineering shear strain); C11, C12 and C44 are
+    the cubic averages over equivalent entries, with a warning when the matrix is not cubic.
+    Clamped-ion: exact for monatomic Bravais lattices.
 
     Returns
     -------
     qois : dict
         ``C11``, ``C12``, ``C44`` (GPa).
     C : np.ndarray
-        ``(M, 6, 6)`` in GPa.
+        ``(M, 6, 6)`` in GPa, in the axes of the conventional cell.
     """
     predict = _as_predictor(source)
+    conv = conventional_cell(atoms)
+    if conv is None:
+        logger.warning("no symmetry found: elastic constants in the input cell's x, y, z axes")
+    else:
+        atoms = conv
     voigt = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
     cols = []
     for a, b in voigt:
@@ -104,6 +116,11 @@ def elastic_constants(
         cols.append((sig[0] - sig[1]) / (2 * strain))  # (M, 6)
     C = np.stack(cols, axis=2) / units.GPa  # (M, 6 stress, 6 strain)
     C = 0.5 * (C + C.transpose(0, 2, 1))
+    Cm = C.mean(axis=0)
+    groups = np.array([np.diag(Cm)[:3], [Cm[0, 1], Cm[0, 2], Cm[1, 2]], np.diag(Cm)[3:]])
+    tol = 0.02 * abs(Cm[0, 0])
+    if np.ptp(groups, axis=1).max() > tol or np.abs(Cm[:3, 3:]).max() > tol:
+        logger.warning("the elastic matrix is not cubic: C11, C12, C44 are averages over axes")
     qois = {
         "C11": QoI("C11", "GPa", np.mean([C[:, i, i] for i in range(3)], axis=0)),
         "C12": QoI("C12", "GPa", np.mean([C[:, 0, 1], C[:, 0, 2], C[:, 1, 2]], axis=0)),
@@ -135,6 +152,11 @@ def vacancy_formation_energy(
     """
     from ase.optimize import BFGS
 
+    if len(set(atoms.numbers)) > 1:
+        raise InvalidStructureError(
+            f"vacancy_formation_energy is defined here for elemental crystals; "
+            f"{atoms.get_chemical_formula()} needs chemical potentials for its species"
+        )
     predict = member_predictor(source)
     perfect = _repeat_for(atoms, min_atoms)
     n = len(perfect)
