@@ -24,6 +24,7 @@ Standard deviations use ``ddof=0``, so a one-member committee reports zeros.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
+from potlearn_ase.errors import ModelFormatError
 from potlearn_ase.models.base import CommitteeModel
 from potlearn_ase.models.serialize import load_model, model_from_state, model_state, save_model
 
@@ -44,12 +46,24 @@ class CommitteeCalculator(Calculator):
 
     Parameters
     ----------
-    model : CommitteeModel or dict
-        A fitted committee, or the ``"model"`` entry of :meth:`todict`.
+    model : CommitteeModel, dict or path
+        A fitted committee, the ``"model"`` entry of :meth:`todict`, or a model file (as
+        written by :meth:`save`).
     calibration : float
-        Factor ``alpha`` applied to every ``*_std`` result.
+        Factor ``alpha`` applied to every ``*_std`` result. Setting ``calc.calibration``
+        (or ``calc.set(calibration=...)``) discards cached results.
     metrics : dict, optional
         Training/validation metrics kept with the model when saved.
+    model_sha256 : str, optional
+        With a file ``model``: the file's SHA-256, checked on loading (:meth:`todict` gives
+        it, so a trajectory frame never silently points at a file that changed since).
+
+    Notes
+    -----
+    :meth:`todict` (which ASE writes into every trajectory frame) names the model file when
+    the calculator was loaded from or saved to one and its model has not changed since;
+    otherwise it holds the whole model state. Either way it round-trips through the
+    constructor.
 
     Examples
     --------
@@ -72,26 +86,55 @@ class CommitteeCalculator(Calculator):
         "stress_committee",
         "extrapolation_grade",
         "max_extrapolation_grade",
+        "calibration",
     ]
     discard_results_on_any_change = True
 
     def __init__(
         self,
         *,
-        model: CommitteeModel | dict[str, Any],
+        model: CommitteeModel | dict[str, Any] | str | os.PathLike,
         calibration: float = 1.0,
         metrics: dict[str, Any] | None = None,
+        model_sha256: str | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        if isinstance(model, dict):
+        self._file: tuple[str, str, str] | None = None  # (path, sha256, model fingerprint)
+        if isinstance(model, (str, os.PathLike)):
+            path = Path(model)
+            digest = file_sha256(path)
+            if model_sha256 is not None and digest != model_sha256:
+                raise ModelFormatError(
+                    f"{path}: the file changed since this calculator was described "
+                    f"(sha256 {digest[:12]}..., expected {model_sha256[:12]}...)"
+                )
+            model, _ = load_model(path)
+            self._file = (str(path.resolve()), digest, _fingerprint(model))
+        elif isinstance(model, dict):
             tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in model["tensors"].items()}
             model = model_from_state(
                 model["header"], tensors, where="CommitteeCalculator(model=...)"
             )
         self.model = model
-        self.calibration = float(calibration)
+        self._calibration = float(calibration)
         self.metrics = dict(metrics or {})
+
+    @property
+    def calibration(self) -> float:
+        """The factor ``alpha`` applied to every ``*_std``."""
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, value: float) -> None:
+        self._calibration = float(value)
+        self.reset()
+
+    def set(self, **kwargs: Any) -> dict[str, Any]:
+        """ASE's ``set``; ``calibration=`` sets the calibration (and discards results)."""
+        if "calibration" in kwargs:
+            self.calibration = kwargs.pop("calibration")
+        return super().set(**kwargs)
 
     # ----------------------------------------------------------------- ASE protocol
     def calculate(
@@ -109,19 +152,26 @@ class CommitteeCalculator(Calculator):
         self.results = committee_results(pred, self.calibration)
 
     def todict(self) -> dict[str, Any]:
+        """Constructor keywords that rebuild this calculator (JSON-able).
+
+        The model file and its SHA-256 when the model is still the one in that file, else
+        the whole model state.
+        """
+        out: dict[str, Any] = {"calibration": self.calibration, "metrics": self.metrics}
+        if self._file is not None and self._file[2] == _fingerprint(self.model):
+            return {"model": self._file[0], "model_sha256": self._file[1], **out}
         header, tensors = model_state(
             self.model, calibration=self.calibration, metrics=self.metrics
         )
-        return {
-            "model": {"header": header, "tensors": {k: v.tolist() for k, v in tensors.items()}},
-            "calibration": self.calibration,
-            "metrics": self.metrics,
-        }
+        model = {"header": header, "tensors": {k: v.tolist() for k, v in tensors.items()}}
+        return {"model": model, **out}
 
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model, calibration and metrics to ``path`` (see :func:`load`)."""
-        return save_model(self.model, path, calibration=self.calibration, metrics=self.metrics)
+        out = save_model(self.model, path, calibration=self.calibration, metrics=self.metrics)
+        self._file = (str(Path(out).resolve()), file_sha256(out), _fingerprint(self.model))
+        return out
 
     @property
     def n_members(self) -> int:
@@ -131,8 +181,28 @@ class CommitteeCalculator(Calculator):
         """Swap in a retrained model without touching the dynamics using this calculator."""
         self.model = model
         if calibration is not None:
-            self.calibration = float(calibration)
+            self._calibration = float(calibration)
         self.reset()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fingerprint(model: CommitteeModel) -> str:
+    """A digest of the model's parameters: it changes when the model is updated in place."""
+    h = hashlib.sha1()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    active = getattr(model, "active_set", None)
+    h.update(str(id(active)).encode())
+    return h.hexdigest()
 
 
 def committee_results(pred: dict[str, np.ndarray], calibration: float) -> dict[str, Any]:
@@ -188,6 +258,9 @@ def load(
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     model, header = load_model(path, device=device, dtype=dtype)
-    return CommitteeCalculator(
+    calc = CommitteeCalculator(
         model=model, calibration=header.get("calibration", 1.0), metrics=header.get("metrics")
     )
+    if dtype is None and str(device) == "cpu":  # todict can name the file: it rebuilds this
+        calc._file = (str(Path(path).resolve()), file_sha256(path), _fingerprint(model))
+    return calc

@@ -45,14 +45,17 @@ def check_structure(atoms: Atoms, *, where: str = "") -> None:
     Raises
     ------
     InvalidStructureError
-        For non-finite positions, a non-finite cell, or periodic cell vectors that are
-        (nearly) zero or linearly dependent. With ``k`` periodic directions the
-        ``k``-dimensional volume they span must exceed :data:`MIN_MEASURE` (Angstrom^k) and
-        its ratio to the product of their lengths must exceed :data:`MIN_RELATIVE_MEASURE`.
+        For a structure without atoms, non-finite positions, a non-finite cell, or periodic
+        cell vectors that are (nearly) zero or linearly dependent. With ``k`` periodic
+        directions the ``k``-dimensional volume they span must exceed :data:`MIN_MEASURE`
+        (Angstrom^k) and its ratio to the product of their lengths must exceed
+        :data:`MIN_RELATIVE_MEASURE`.
     """
     pre = _prefix(where)
     if not isinstance(atoms, Atoms):
         raise InvalidStructureError(f"{pre}expected ase.Atoms, got {type(atoms).__name__}")
+    if len(atoms) == 0:
+        raise InvalidStructureError(f"{pre}the structure holds no atoms")
     pos = atoms.positions
     bad = ~np.isfinite(pos).all(axis=1)
     if bad.any():

@@ -81,6 +81,55 @@ def test_save_load_round_trip(calc, cu_test, tmp_path):
     np.testing.assert_allclose(d.get_forces(), a.get_forces(), rtol=1e-12)
 
 
+def test_changing_the_calibration_discards_cached_results(calc, cu_test):
+    mine = CommitteeCalculator(model=calc.model, calibration=2.0)
+    atoms = cu_test[0].copy()
+    atoms.calc = mine
+    first = mine.get_property("energy_std", atoms)
+    mine.calibration = 10.0
+    assert mine.get_property("energy_std", atoms) == pytest.approx(5.0 * first)
+    mine.set(calibration=4.0)
+    assert mine.calibration == 4.0
+    assert mine.get_property("energy_std", atoms) == pytest.approx(2.0 * first)
+
+
+def test_todict_names_the_file_while_the_model_is_unchanged(calc, cu_test, tmp_path):
+    import copy
+
+    from ase.io import Trajectory
+
+    fresh = CommitteeCalculator(model=copy.deepcopy(calc.model), calibration=calc.calibration)
+    in_memory = json.dumps(fresh.todict())
+    assert len(in_memory) > 50_000  # the whole state
+    path = fresh.save(tmp_path / "m.pt")
+    atoms = cu_test[2].copy()
+    for source in (fresh, potlearn_ase.load(path)):
+        d = source.todict()
+        assert d["model"] == str(path.resolve()) and len(json.dumps(d)) < 1000
+        again = CommitteeCalculator(**json.loads(json.dumps(d)))
+        b = atoms.copy()
+        b.calc = again
+        atoms.calc = source
+        np.testing.assert_array_equal(b.get_forces(), atoms.get_forces())
+        assert again.calibration == source.calibration
+    # ASE writes todict() into every trajectory frame: a few kB, not the model
+    atoms.calc = potlearn_ase.load(path)
+    with Trajectory(tmp_path / "md.traj", "w") as traj:
+        for _ in range(5):
+            atoms.positions[0, 0] += 0.01
+            atoms.get_forces()
+            traj.write(atoms)
+    assert (tmp_path / "md.traj").stat().st_size < 5 * 20_000
+    # a model updated in place is no longer the file's: the whole state again
+    fresh.model.update(cu_test[:1], rng=0)
+    assert isinstance(fresh.todict()["model"], dict)
+    # a file that changed since the description was taken is refused, naming it
+    d = potlearn_ase.load(path).todict()
+    fresh.save(path)
+    with pytest.raises(ModelFormatError, match="m.pt: the file changed"):
+        CommitteeCalculator(**d)
+
+
 def test_bad_model_files(calc, tmp_path):
     path = calc.save(tmp_path / "model.pt")
     blob = torch.load(path, weights_only=True)

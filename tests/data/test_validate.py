@@ -30,6 +30,11 @@ def test_nan_position_is_rejected_with_atom_index_and_where():
         check_structure(atoms, where="x.xyz, frame 3")
 
 
+def test_empty_structure_is_rejected_where_it_comes_from():
+    with pytest.raises(InvalidStructureError, match="pool.xyz, frame 2: the structure holds no"):
+        check_structure(Atoms(cell=[4, 4, 4], pbc=True), where="pool.xyz, frame 2")
+
+
 def test_inf_cell_is_rejected():
     atoms = bulk("Cu", cubic=True)
     atoms.cell[0, 0] = np.inf
