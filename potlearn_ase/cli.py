@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: modules that register further sub-commands (each has ``add_subparser(subparsers)``)
 _EXTENSIONS = [
     "potlearn_ase.calculators.ipi",
-    "potlearn_ase.calculators.lammps_driver",
+    "potlearn_ase.calculators.lammps_cli",
     "potlearn_ase.selection.cli",
     "potlearn_ase.learners.pool_cli",
     "potlearn_ase.training.cli",

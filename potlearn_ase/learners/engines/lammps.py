@@ -204,7 +204,8 @@ def run_lammps_learning(
         also written to ``run_dir/summary.json``.
     """
     import potlearn_ase
-    from potlearn_ase.calculators.lammps_driver import LammpsDriver, snap_reexport_hook
+    from potlearn_ase.calculators.lammps_driver import LammpsDriver
+    from potlearn_ase.calculators.lammps_native import snap_reexport_hook
 
     cfg = _as_config(config)
     run_dir = Path(cfg.run_dir)
