@@ -46,10 +46,12 @@ def _cmd_ipi(args: argparse.Namespace) -> int:
         if args.port is None
         else {"host": args.host, "port": args.port}
     )
+    if args.resume and not args.learn:
+        raise ConfigError("--resume continues a learning run: give --learn config.yaml")
     if args.learn:
         from potlearn_ase.learners.engines.ipi import run_ipi_learning
 
-        summary = run_ipi_learning(calc, atoms, args.learn, **where)
+        summary = run_ipi_learning(calc, atoms, args.learn, resume=args.resume, **where)
         print(json.dumps(summary, indent=2, default=float))
         return 0
     client = IPIClient.from_calculator(calc, atoms, extras=not args.no_extras, **where)
@@ -93,4 +95,5 @@ def add_subparser(subparsers: Any) -> None:
         default=None,
         help="learn on the fly: YAML with reference, trigger, run_dir (see docs)",
     )
+    p.add_argument("--resume", action="store_true", help="continue the --learn run in run_dir")
     p.set_defaults(func=_cmd_ipi)

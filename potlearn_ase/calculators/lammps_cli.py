@@ -32,7 +32,8 @@ def _cmd_lammps(args: Any) -> int:
         from potlearn_ase.calculators.lammps_native import run_native
 
         lmp = run_native(
-            args.deck, potlearn_ase.load(path).model, prefix=args.snap_prefix, variables=variables
+            args.deck, potlearn_ase.load(path).model, prefix=args.snap_prefix,
+            variables=variables, elements=args.elements,
         )
         print(json.dumps({"native": True, "energy": lmp.get_thermo("pe")}))
         lmp.close()

@@ -17,8 +17,18 @@ xz yz) back to LAMMPS. Orthogonal and triclinic boxes are both handled: the ASE 
 LAMMPS's ``[lx, 0, 0]``, ``[xy, ly, 0]``, ``[xz, yz, lz]``, positions relative to ``boxlo``.
 
 LAMMPS atom types map to elements through ``elements=[...]`` or a ``# potlearn elements Cu Au``
-line in the deck (type 1 is the first symbol). A ``run`` or ``minimize`` before any ``fix ...
-external`` line is refused: ``pair_style zero`` alone would silently give zero forces.
+line in the deck (type 1 is the first symbol); a ``mass`` line far from the element's mass is
+warned about. A ``run`` or ``minimize`` before any ``fix ... external`` line (or after it was
+``unfix``-ed) is refused: ``pair_style zero`` alone would silently give zero forces; so is any
+``units`` other than ``metal`` (the bridge speaks eV and Angstrom). ``include`` files are fed
+command by command too, and a re-created ``fix ... external`` gets the callback again.
+
+An exception inside the callback (the model, the reference, the learner) stops the LAMMPS run
+at the end of that step (an internal variable watched by ``fix halt``) and is raised again from
+:meth:`LammpsDriver.command`: LAMMPS itself would only print it and go on with zero forces.
+
+Stress, and so the virial, is passed only for boxes periodic in all three directions; a
+barostat on a slab (``boundary p p f``) sees no virial from the model.
 
 One MPI rank only: the model needs the whole structure, and LAMMPS's callback sees only the
 atoms local to each rank; under ``mpiexec -n 2`` the driver refuses with a clear error.
@@ -26,6 +36,7 @@ atoms local to each rank; under ``mpiexec -n 2`` the driver refuses with a clear
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -41,6 +52,8 @@ from potlearn_ase.errors import ConfigError, EngineError
 from potlearn_ase.lammpsutil import new_lammps
 
 __all__ = ["LammpsDriver", "read_deck"]
+
+logger = logging.getLogger(__name__)
 
 _ELEMENTS_RE = re.compile(r"^\s*#\s*potlearn\s+elements\s+(.+)$", re.I)
 
@@ -139,6 +152,8 @@ class LammpsDriver:
         self.n_calls = 0
         self.last_results: dict[str, Any] = {}
         self._atoms: Atoms | None = None
+        self._error: BaseException | None = None
+        self._halt_defined = False
 
     # ------------------------------------------------------------------ running
     def run(self) -> LammpsDriver:
@@ -147,30 +162,87 @@ class LammpsDriver:
             self.command(cmd, where=k)
         return self
 
-    def command(self, cmd: str, *, where: int | None = None) -> None:
-        """Execute one command; attach the callback after a ``fix ... external`` line."""
-        src = f"{self.deck_path or 'deck'}, command {where + 1}" if where is not None else "LAMMPS"
+    def command(self, cmd: str, *, where: int | str | None = None) -> None:
+        """Execute one command; attach the callback after a ``fix ... external`` line.
+
+        Raises
+        ------
+        EngineError
+            For a run without the callback, units other than metal, or a failed command.
+        Exception
+            Whatever the callback raised during a ``run`` or ``minimize`` (the run stops at the
+            end of that step).
+        """
+        if isinstance(where, int):
+            src = f"{self.deck_path or 'deck'}, command {where + 1}"
+        else:
+            src = where or "LAMMPS"
         words = cmd.split()
-        if words[:1] in (["run"], ["minimize"]) and self.fix_id is None:
+        if words[:1] == ["include"] and len(words) == 2 and "$" not in words[1]:
+            included, _ = read_deck(words[1])
+            for k, inner in enumerate(included):
+                self.command(inner, where=f"{words[1]} (included from {src}), command {k + 1}")
+            return
+        if words[:1] in (["run"], ["minimize"]):
+            self._check_ready(src, cmd)
+        try:
+            self.lmp.command(cmd)
+        except Exception as exc:
+            raise EngineError(f"{src}: {cmd!r} failed: {exc}") from None
+        if self._error is not None:
+            error, self._error = self._error, None
+            self.lmp.set_internal_variable("potlearn_halt", 0.0)
+            self.lmp.command("timer timeout off")  # fix halt's soft stop sets a timeout
+            raise error
+        if words[:1] == ["mass"] and len(words) >= 3:
+            self._check_mass(words, src)
+        if (
+            len(words) >= 4
+            and words[0] == "fix"
+            and words[3] == "external"
+            and (words[1] == self.fix_id or (self.fix_id is None
+                                             and self._wanted_fix in (None, words[1])))
+        ):
+            self.fix_id = words[1]
+            self.lmp.set_fix_external_callback(self.fix_id, self._callback, None)
+            if not self._halt_defined:
+                self.lmp.command("variable potlearn_halt internal 0")
+                self.lmp.command("fix potlearn_halt all halt 1 v_potlearn_halt > 0.5 "
+                                 "error soft message no")
+                self._halt_defined = True
+
+    def _check_ready(self, src: str, cmd: str) -> None:
+        if self.fix_id is not None and not self.lmp.has_id("fix", self.fix_id):
+            self.fix_id = None  # unfix-ed: a new fix ... external line is needed
+        if self.fix_id is None:
             wanted = (
                 f"'fix {self._wanted_fix} ... external'"
                 if self._wanted_fix
                 else "a 'fix ID all external pf/callback 1 1' line"
             )
             raise EngineError(f"{src}: {cmd!r} before {wanted}: no forces would come from Python")
+        units = self.lmp.extract_global("units")
+        if units != "metal":
+            raise EngineError(
+                f"{src}: {cmd!r} with 'units {units}': the Python bridge passes eV, eV/A and "
+                "eV virials, so the deck needs 'units metal'"
+            )
+
+    def _check_mass(self, words: list[str], src: str) -> None:
+        from ase.data import atomic_masses
+
         try:
-            self.lmp.command(cmd)
-        except Exception as exc:
-            raise EngineError(f"{src}: {cmd!r} failed: {exc}") from None
-        if (
-            len(words) >= 4
-            and words[0] == "fix"
-            and words[3] == "external"
-            and self.fix_id is None
-            and self._wanted_fix in (None, words[1])
-        ):
-            self.fix_id = words[1]
-            self.lmp.set_fix_external_callback(self.fix_id, self._callback, None)
+            t, mass = int(words[1]), float(words[2])
+        except ValueError:
+            return  # type ranges (1*3) and variables: not checked
+        if 1 <= t <= len(self.elements):
+            el = self.elements[t - 1]
+            expected = float(atomic_masses[atomic_numbers[el]])
+            if abs(mass - expected) > 0.05 * expected:
+                logger.warning(
+                    "%s: mass %s of atom type %d is %s, but that type is %s (%.3f): check the "
+                    "type-to-element mapping", src, words[2], t, words[2], el, expected,
+                )
 
     def close(self) -> None:
         self.lmp.close()
@@ -202,6 +274,17 @@ class LammpsDriver:
         return atoms, order
 
     def _callback(self, caller: Any, ntimestep: int, nlocal: int, tag: Any, x: Any, f: Any) -> None:
+        if self._error is not None:  # the run is stopping: no more model calls
+            f[:nlocal] = 0.0
+            return
+        try:
+            self._serve(int(ntimestep), nlocal, tag, x, f)
+        except BaseException as exc:  # LAMMPS would print and drop it: keep it, halt the run
+            self._error = exc
+            f[:nlocal] = 0.0
+            self.lmp.set_internal_variable("potlearn_halt", 1.0)
+
+    def _serve(self, ntimestep: int, nlocal: int, tag: Any, x: Any, f: Any) -> None:
         atoms, order = self.structure(tag, x)
         if self._step is not None:
             results = self._step(atoms, int(ntimestep))

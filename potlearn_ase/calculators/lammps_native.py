@@ -22,9 +22,15 @@ __all__ = ["native_snap_commands", "run_native", "snap_reexport_hook"]
 
 
 def native_snap_commands(
-    commands: Sequence[str], model: Any, prefix: str | os.PathLike
+    commands: Sequence[str],
+    model: Any,
+    prefix: str | os.PathLike,
+    elements: Sequence[str] | None = None,
 ) -> list[str]:
     """The deck with ``pair_style zero`` and ``fix external`` replaced by ``pair_style snap``.
+
+    ``elements`` names the element of each LAMMPS atom type (type 1 first), as the deck's
+    ``# potlearn elements`` line does for the bridge; by default the descriptor's order.
 
     ``model`` is a linear committee on a SNAP descriptor; its mean coefficients are written
     to ``prefix.snapcoeff`` / ``prefix.snapparam`` and LAMMPS evaluates them natively (all
@@ -35,7 +41,7 @@ def native_snap_commands(
     if getattr(model.descriptor, "family", None) != "snap" or not hasattr(model, "mean_coef"):
         raise ConfigError("--native needs a linear model on a SNAP descriptor")
     coeff, param = write_snap_files(model.mean_coef(), model.descriptor, Path(prefix))
-    pair = snap_pair_commands(model.descriptor, coeff, param)
+    pair = snap_pair_commands(model.descriptor, coeff, param, elements)
     out: list[str] = []
     fix_ids: set[str] = set()
     replaced = False
@@ -83,19 +89,23 @@ def run_native(
     *,
     prefix: str | os.PathLike | None = None,
     variables: dict[str, Any] | None = None,
+    elements: Sequence[str] | None = None,
 ) -> Any:
     """Run ``deck`` with ``model`` (linear SNAP) as LAMMPS's own ``pair_style snap``.
 
     The SNAP files go to ``prefix`` (default: ``<deck name>_potlearn`` in the working
-    directory). Any number of MPI ranks. Returns the LAMMPS instance after the deck has run.
+    directory). Atom types map to ``elements``, else to the deck's ``# potlearn elements``
+    line, else to the descriptor's element order. Any number of MPI ranks. Returns the LAMMPS
+    instance after the deck has run.
     """
-    commands, _ = read_deck(deck)
+    commands, deck_elements = read_deck(deck)
+    elements = list(elements) if elements else deck_elements or None
     prefix = Path(prefix) if prefix is not None else Path(Path(deck).stem + "_potlearn")
     args: list[str] = []
     for k, v in (variables or {}).items():
         args += ["-var", str(k), str(v)]
     lmp = new_lammps(args=args)
-    for k, cmd in enumerate(native_snap_commands(commands, model, prefix)):
+    for k, cmd in enumerate(native_snap_commands(commands, model, prefix, elements)):
         try:
             lmp.command(cmd)
         except Exception as exc:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from potlearn_ase.descriptors.snap import SNAPDescriptor
+from potlearn_ase.errors import UnknownElementError
 
 __all__ = ["write_snap_files", "snap_pair_commands"]
 
@@ -122,10 +124,12 @@ def snap_pair_commands(
     descriptor: SNAPDescriptor,
     snapcoeff: str | os.PathLike[str],
     snapparam: str | os.PathLike[str],
+    type_elements: Sequence[str] | None = None,
 ) -> list[str]:
     """LAMMPS commands that select the exported potential.
 
-    Atom types follow ``descriptor.elements`` (type 1 is the first element), as made by
+    Atom types follow ``type_elements`` (type 1 is the first symbol; each must be one of the
+    descriptor's elements), by default ``descriptor.elements``, as made by
     :func:`potlearn_ase.lammpsutil.atoms_to_lammps`.
 
     Returns
@@ -134,7 +138,11 @@ def snap_pair_commands(
         ``["pair_style snap", "pair_coeff * * <snapcoeff> <snapparam> <elements...>"]``.
     """
     desc = _check_descriptor(descriptor)
+    types = list(type_elements) if type_elements else list(desc.elements)
+    unknown = [el for el in types if el not in desc.elements]
+    if unknown:
+        raise UnknownElementError(unknown[0], list(desc.elements), where="LAMMPS atom types")
     return [
         "pair_style snap",
-        f"pair_coeff * * {_quote(snapcoeff)} {_quote(snapparam)} {' '.join(desc.elements)}",
+        f"pair_coeff * * {_quote(snapcoeff)} {_quote(snapparam)} {' '.join(types)}",
     ]

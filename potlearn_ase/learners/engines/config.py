@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from potlearn_ase.errors import ConfigError
 from potlearn_ase.learners.otf import OTFSettings
 
-__all__ = ["EngineLearnConfig"]
+__all__ = ["EngineLearnConfig", "prepare_run_dir"]
 
 
 @dataclass(frozen=True)
@@ -32,3 +35,24 @@ class EngineLearnConfig:
     )
     run_dir: str = "otf-run"
     settings: OTFSettings = field(default_factory=OTFSettings)
+
+
+def prepare_run_dir(run_dir: str | os.PathLike, resume: bool) -> Path:
+    """``run_dir``, created; a run already there needs ``resume`` (and resuming needs one).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``resume`` without a ``state.json`` in ``run_dir``.
+    ConfigError
+        A new run in a directory that holds one (its labels and counters would be mixed).
+    """
+    path = Path(run_dir)
+    state_file = path / "state.json"
+    if resume:
+        if not state_file.exists():
+            raise FileNotFoundError(f"no run to resume in {path} (state.json missing)")
+    elif state_file.exists():
+        raise ConfigError(f"run_dir {path} holds a run already; use --resume or another run_dir")
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -10,6 +10,9 @@ evaluation, and the committee members in the extras are re-centred on them (see
 i-PI cannot be rewound from the driver: a *reject* decision is logged and counted, and the
 committee prediction is returned (widen ``reject_above`` or leave it out under i-PI).
 Temperatures are not known to the driver (i-PI sends no momenta) and are recorded as None.
+A killed run continues with ``potlearn ipi --learn config.yaml --resume`` (the labels, the
+model and the counters of ``run_dir``; no reference call is repeated); without ``--resume`` a
+``run_dir`` that holds a run is refused.
 
 The ``potlearn ipi --learn config.yaml`` configuration (:class:`IPILearnConfig`)::
 
@@ -26,7 +29,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ase import Atoms
@@ -35,7 +37,7 @@ from potlearn_ase.calculators.committee import CommitteeCalculator
 from potlearn_ase.calculators.ipi import IPIClient
 from potlearn_ase.config import from_mapping, read_config_file
 from potlearn_ase.data.store import LabelStore
-from potlearn_ase.learners.engines.config import EngineLearnConfig
+from potlearn_ase.learners.engines.config import EngineLearnConfig, prepare_run_dir
 from potlearn_ase.learners.otf import OnTheFlyLearner
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.triggers import Decision, trigger_from_config
@@ -94,6 +96,8 @@ def run_ipi_learning(
     calculator: CommitteeCalculator,
     atoms: Atoms,
     config: IPILearnConfig | dict[str, Any] | str | os.PathLike,
+    *,
+    resume: bool = False,
     **client_kwargs: Any,
 ) -> dict[str, Any]:
     """Serve ``calculator`` to i-PI while learning on the fly; returns the run summary.
@@ -106,6 +110,9 @@ def run_ipi_learning(
         The structure i-PI starts from (species, periodicity).
     config : IPILearnConfig, mapping or path of a YAML file
         See :class:`IPILearnConfig`.
+    resume : bool
+        Continue the run in ``run_dir``: its ``model.pt``, counters and calibration replace
+        ``calculator``'s model. Without it, a ``run_dir`` that holds a run is refused.
     **client_kwargs
         Passed to :class:`IPIClient` (``unixsocket=``, ``port=``, ``sockets_prefix=``, ...).
 
@@ -122,8 +129,12 @@ def run_ipi_learning(
         cfg = from_mapping(IPILearnConfig, config)
     else:
         cfg = from_mapping(IPILearnConfig, read_config_file(config))
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = prepare_run_dir(cfg.run_dir, resume)
+    if resume:
+        from potlearn_ase.calculators.committee import load
+
+        saved = load(run_dir / "model.pt")
+        calculator.set_model(saved.model, calibration=saved.calibration)
     reference = Reference.from_spec(cfg.reference)
     trigger = trigger_from_config(cfg.trigger)
     store = LabelStore(run_dir / "labels.h5", mode="a")
@@ -133,6 +144,9 @@ def run_ipi_learning(
             calculator, reference, store, trigger, run_dir=run_dir, settings=cfg.settings,
             engine="ipi",
         )
+        if resume:
+            state = learner.load_checkpoint()
+            calculator.calibration = float(state.get("calibration", calculator.calibration))
         adapter = IPILearnerAdapter(learner)
         client = IPIClient(atoms, adapter, **client_kwargs)
         t0 = time.perf_counter()

@@ -37,7 +37,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ase import Atoms
@@ -46,7 +45,7 @@ from potlearn_ase.calculators.committee import CommitteeCalculator
 from potlearn_ase.config import from_mapping, read_config_file
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.errors import ConfigError
-from potlearn_ase.learners.engines.config import EngineLearnConfig
+from potlearn_ase.learners.engines.config import EngineLearnConfig, prepare_run_dir
 from potlearn_ase.learners.otf import OnTheFlyLearner
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.run import InitialSpec, ModelSpec
@@ -208,14 +207,7 @@ def run_lammps_learning(
     from potlearn_ase.calculators.lammps_native import snap_reexport_hook
 
     cfg = _as_config(config)
-    run_dir = Path(cfg.run_dir)
-    state_file = run_dir / "state.json"
-    if resume:
-        if not state_file.exists():
-            raise FileNotFoundError(f"no run to resume in {run_dir} (state.json missing)")
-    elif state_file.exists():
-        raise ConfigError(f"run_dir {run_dir} holds a run already; use --resume or another run_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = prepare_run_dir(cfg.run_dir, resume)
     reference = Reference.from_spec(cfg.reference)
     trigger = trigger_from_config(cfg.trigger)
     store = LabelStore(run_dir / "labels.h5", mode="a")
