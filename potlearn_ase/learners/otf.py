@@ -102,7 +102,10 @@ class OnTheFlyLearner(DynamicsMixin):
     ):
         self.committee = calculator
         self.executor = executor
-        self._candidates: list[tuple[Atoms, dict[str, Any], dict[str, np.ndarray]]] = []
+        self._candidates: list[tuple[Atoms, dict[str, Any], dict[str, np.ndarray], int]] = []
+        # the MD step of the structure being evaluated, where the engine knows it better than
+        # state.md_step (ASE dynamics evaluate step n + 1 before step n is counted)
+        self.geometry_step: int | None = None
         self._window_start = 0
         self.reference = reference
         self.store = store
@@ -193,7 +196,7 @@ class OnTheFlyLearner(DynamicsMixin):
         self.state.consecutive_rejects = 0
         if self.settings.batch_window > 0:
             if decision is Decision.LABEL and not self.store.contains(atoms):
-                self._candidates.append((atoms.copy(), results, pred))
+                self._candidates.append((atoms.copy(), results, pred, self._md_step_now()))
             if self.state.step - self._window_start + 1 >= self.settings.batch_window:
                 self._flush_batch()
             return results, decision
@@ -222,16 +225,26 @@ class OnTheFlyLearner(DynamicsMixin):
         """
         return self.label_batch([atoms], [results], [pred])[0]
 
+    def _md_step_now(self) -> int:
+        return int(self.state.md_step if self.geometry_step is None else self.geometry_step)
+
     def label_batch(
         self,
         frames: list[Atoms],
         results: list[dict[str, Any] | None] | None = None,
         preds: list[dict[str, np.ndarray] | None] | None = None,
+        md_steps: list[int] | None = None,
     ) -> list[Atoms | None]:
-        """Label several structures (in parallel when more than one), then update once."""
+        """Label several structures (in parallel when more than one), then update once.
+
+        A structure already in the store gets its stored label back, but it is not counted,
+        calibrated on or trained on again: only new labels update the model. ``md_steps``
+        gives each structure's MD step for the provenance (default: the current one).
+        """
         n = len(frames)
         results = list(results) if results is not None else [None] * n
         preds = list(preds) if preds is not None else [None] * n
+        steps = list(md_steps) if md_steps is not None else [self._md_step_now()] * n
         for k in range(n):
             if results[k] is None or preds[k] is None:
                 results[k], preds[k] = self.evaluate(frames[k])
@@ -257,7 +270,7 @@ class OnTheFlyLearner(DynamicsMixin):
                 "reference": self.reference.name,
                 "reference_params": self.reference.params,
                 "engine": self.engine,
-                "md_step": int(self.state.md_step),
+                "md_step": int(steps[k]),
                 "learner_step": int(self.state.step),
                 "uncertainty": {
                     "max_force_std": float(r.get("max_force_std", 0.0)),
@@ -279,12 +292,13 @@ class OnTheFlyLearner(DynamicsMixin):
                 continue
             self.store.append(res.atoms, provenance=prov)
             out[k] = res.atoms
-        labelled = [(a, p) for a, p in zip(out, preds) if a is not None]
+        new = set(todo)
+        labelled = [(out[k], preds[k]) for k in range(n) if k in new and out[k] is not None]
         if not labelled:
             return out
         for a, p in labelled:
             # prequential calibration: the prediction before the update against the label
-            assert p is not None
+            assert a is not None and p is not None
             self.state.ratios.extend(prequential_ratios(p, a))
             self.state.label_steps.append(int(self.state.step))
         self._retrain([a for a, _ in labelled])
@@ -307,12 +321,13 @@ class OnTheFlyLearner(DynamicsMixin):
         if k < len(cands):
             pick = pick_diverse(
                 self.model.descriptor,
-                [a for a, _, _ in cands],
-                [r.get("max_force_std", 0.0) for _, r, _ in cands],
+                [c[0] for c in cands],
+                [c[1].get("max_force_std", 0.0) for c in cands],
                 k,
             )
             cands = [cands[i] for i in pick]
-        self.label_batch([c[0] for c in cands], [c[1] for c in cands], [c[2] for c in cands])
+        self.label_batch([c[0] for c in cands], [c[1] for c in cands], [c[2] for c in cands],
+                         [c[3] for c in cands])
 
     def _calibration(self) -> float:
         return calibration_factor(

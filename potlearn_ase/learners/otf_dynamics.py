@@ -41,15 +41,19 @@ class DynamicsMixin:
 
             self._traj = Trajectory(str(trajectory), "a")
         self._save_accepted(atoms)
+        self.geometry_step = int(dyn.nsteps)  # the first evaluation is of this state
 
         def observe() -> None:
             if self._rewind:
                 self._restore_accepted(atoms)
                 self._rewind = False
+                self.geometry_step = self.state.md_step  # the restored, accepted state
                 if self._accepted is not None and not self.store.contains(atoms):
                     self.label(atoms)
+                self.geometry_step = self.state.md_step + 1
                 return
             self.state.md_step = int(dyn.nsteps)
+            self.geometry_step = self.state.md_step + 1  # what the next dyn.step() evaluates
             self._save_accepted(atoms)
             if self._traj is not None and self.state.md_step % interval == 0:
                 self._traj.write(atoms)

@@ -205,6 +205,11 @@ class AdaptiveThreshold(Trigger):
     ``max_threshold`` keeps a slow, steady rise of the uncertainty (which a running average
     would follow) from ever going unlabelled beyond that value.
 
+    The running mean is kept of the *raw* committee spread (``max_force_std`` divided by the
+    ``calibration`` it was reported with) and scaled by the current calibration: a new
+    calibration after a label rescales threshold and uncertainty alike, so it does not by
+    itself make every following step look uncertain.
+
     Parameters
     ----------
     factor : float
@@ -248,22 +253,23 @@ class AdaptiveThreshold(Trigger):
                 f"min_threshold ({min_threshold}) is larger than max_threshold ({max_threshold})"
             )
         self.initial = _positive("initial", initial)
-        self._values: deque[float] = deque(maxlen=self.window)
-        self._current = self._next_threshold()
+        self._values: deque[float] = deque(maxlen=self.window)  # raw (uncalibrated) spreads
+        self._current = self._next_threshold(1.0)
 
-    def _next_threshold(self) -> float:
+    def _next_threshold(self, calibration: float) -> float:
         if len(self._values) < self.warmup:
             value = self.initial
         else:
-            value = self.factor * float(np.mean(self._values))
+            value = self.factor * calibration * float(np.mean(self._values))
         return float(min(max(value, self.min_threshold), self.max_threshold))
 
     def decide(self, step: int, atoms: Atoms | None, results: Mapping[str, Any]) -> Decision:
         s = _max_force_std(results)
-        self._current = self._next_threshold()
+        alpha = float(results.get("calibration", 1.0)) or 1.0
+        self._current = self._next_threshold(alpha)
         if not math.isfinite(s):
             return Decision.LABEL
-        self._values.append(s)
+        self._values.append(s / alpha)
         return Decision.LABEL if s > self._current else Decision.SKIP
 
     @property
@@ -287,13 +293,15 @@ class AdaptiveThreshold(Trigger):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "values": list(self._values), "current": self._current}
+        return {"kind": self.kind, "raw_values": list(self._values), "current": self._current}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if not self._check_kind(state):
             return
-        self._values = deque((float(v) for v in state.get("values", [])), maxlen=self.window)
-        self._current = float(state.get("current", self._next_threshold()))
+        # checkpoints before raw spreads were kept hold calibrated "values": close enough
+        values = state.get("raw_values", state.get("values", []))
+        self._values = deque((float(v) for v in values), maxlen=self.window)
+        self._current = float(state.get("current", self._next_threshold(1.0)))
 
 
 # kind -> (class, {key: type}, required keys)

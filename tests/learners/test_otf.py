@@ -49,10 +49,18 @@ def test_labelled_steps_use_reference_forces_and_update_the_model(tmp_path, cu_t
     assert learner.store.contains(atoms)
     prov = learner.store.provenance(len(learner.store) - 1)
     assert prov["reference"] == "emt" and "max_force_std" in prov["uncertainty"]
-    # the same structure again: the stored label is reused, the reference is not called
+    # the same structure again: the stored label is reused, the reference is not called, and
+    # the model is neither trained nor calibrated on it a second time
     calls = learner.n_reference_calls
+    rows, alpha, ratios = (learner.model.normal_equations.n_rows, learner.committee.calibration,
+                           len(learner.state.ratios))
+    again, _ = learner.step(atoms)
     learner.step(atoms)
-    assert learner.n_reference_calls == calls
+    assert learner.n_reference_calls == calls and learner.state.n_reused_labels == 2
+    np.testing.assert_allclose(again["forces"], ref.get_forces(), atol=1e-10)
+    assert learner.model.normal_equations.n_rows == rows
+    assert learner.committee.calibration == alpha and len(learner.state.ratios) == ratios
+    assert len(learner.state.label_steps) == 1
     learner.store.close()
 
 
@@ -68,10 +76,17 @@ def test_ase_dynamics_learn_where_the_committee_is_unsure(tmp_path, cu_train, cu
         rng=np.random.default_rng(1),
         fixcm=False,
     )
-    learner.attach(dyn, trajectory=tmp_path / "md.traj", interval=10)
+    learner.attach(dyn, trajectory=tmp_path / "md.traj", interval=1)
     dyn.run(200)
     calls = learner.n_reference_calls
     assert 1 <= calls <= 30
+    # each label's provenance names the MD step whose geometry it is
+    from ase.io import read
+
+    traj = read(tmp_path / "md.traj", ":")
+    for i in range(1, len(learner.store)):  # the first one is the starting label
+        step = learner.store.provenance(i)["md_step"]
+        np.testing.assert_allclose(learner.store[i].positions, traj[step].positions, atol=1e-12)
     decisions = [h["decision"] for h in learner.history]
     assert decisions.count("label") == calls
     err = [learner.model.predict(a)["forces"].mean(0) - a.get_forces() for a in cu_test]

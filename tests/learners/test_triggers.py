@@ -170,6 +170,22 @@ def test_adaptive_threshold_floor_stops_labels_for_an_accurate_model():
     assert Decision.LABEL not in decisions
 
 
+def test_adaptive_threshold_follows_a_new_calibration_without_a_label_burst():
+    t = AdaptiveThreshold(factor=1.5, window=20, initial=0.2, min_threshold=0.0, warmup=5)
+    raw = 0.05 * (1 + 0.1 * np.random.default_rng(3).standard_normal(60))
+
+    def step(i, alpha):
+        r = dict(results(alpha * raw[i]), calibration=alpha)
+        return t.decide(i, ATOMS, r)
+
+    assert [step(i, 1.0) for i in range(30)].count(Decision.LABEL) <= 1
+    # the calibration jumps from 1 to 2.2 (as after a first label): the uncertainty the MD
+    # reports doubles, and so does the threshold; nothing new happened in the trajectory
+    after = [step(i, 2.2) for i in range(30, 60)]
+    assert after.count(Decision.LABEL) <= 1
+    assert t.threshold == pytest.approx(1.5 * 2.2 * 0.05, rel=0.1)
+
+
 def test_threshold_reports_the_value_used_by_the_last_decision():
     t = AdaptiveThreshold(factor=2.0, window=3, initial=0.5, min_threshold=0.0, warmup=1)
     assert t.decide(0, ATOMS, results(0.1)) is Decision.SKIP  # initial 0.5 applied

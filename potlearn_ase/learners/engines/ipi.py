@@ -78,6 +78,7 @@ class IPILearnerAdapter:
 
     def __call__(self, atoms: Atoms, request_id: int) -> dict[str, Any]:
         # the learner may keep the structure (store, checkpoint): give it its own copy
+        self.learner.state.md_step = self.evaluations  # i-PI evaluations (beads x steps)
         results, decision = self.learner.step(atoms.copy())
         self.evaluations += 1
         self.decisions[decision.name.lower()] += 1
@@ -88,7 +89,7 @@ class IPILearnerAdapter:
             )
         if results.get("labelled"):
             self.labelled_requests.append(int(request_id))
-        self.learner.state.md_step = self.evaluations  # i-PI evaluations (beads x steps)
+        self.learner.state.md_step = self.evaluations
         return results
 
 
