@@ -62,7 +62,12 @@ def build_structure(spec: StructureSpec) -> Atoms:
     if spec.file is not None:
         from potlearn_ase.data.io import read
 
-        frames = read(spec.file, index=f"{spec.index}")
+        try:
+            frames = read(spec.file, index=f"{spec.index}")
+        except IndexError:
+            raise ConfigError(
+                f"structure.index: {spec.file} has no frame {spec.index}"
+            ) from None
         atoms = frames[0].copy()
     elif spec.bulk is not None:
         from ase.build import bulk
@@ -208,11 +213,13 @@ def run_otf(
         rd = Path(run_dir if run_dir is not None else cfg.run_dir)
         if (rd / "state.json").exists():
             raise ConfigError(f"run_dir {rd} holds a run already; use --resume or another run_dir")
-        rd.mkdir(parents=True, exist_ok=True)
-        (rd / "config.yaml").write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False))
+    # everything the configuration names is checked before the run directory is made
     reference = Reference.from_spec(cfg.reference)
     trigger = trigger_from_config(cfg.trigger)
     start = build_structure(cfg.structure)
+    if not resume:
+        rd.mkdir(parents=True, exist_ok=True)
+        (rd / "config.yaml").write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False))
     elements = sorted(set(start.get_chemical_symbols()))
     store = LabelStore(rd / "labels.h5", mode="a")
     try:

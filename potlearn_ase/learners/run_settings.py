@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from potlearn_ase.config import from_mapping, read_config_file
+from potlearn_ase.errors import ConfigError
 
 __all__ = [
     "InitialSpec",
@@ -36,6 +37,12 @@ class StructureSpec:
     cubic: bool = False
     repeat: tuple[int, int, int] = (1, 1, 1)
 
+    def __post_init__(self) -> None:
+        if any(int(n) < 1 for n in self.repeat):
+            raise ValueError(f"repeat: each factor must be at least 1, got {self.repeat}")
+        if self.a is not None and not self.a > 0:
+            raise ValueError(f"a: must be positive (Angstrom), got {self.a}")
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -54,6 +61,14 @@ class ModelSpec:
     epochs: int = 200
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        _positive(cutoff=self.cutoff)
+        _at_least(1, n_radial=self.n_radial, n_members=self.n_members,
+                  epochs=self.epochs)
+        _at_least(0, l_max=self.l_max)
+        _at_least(0.0, energy_weight=self.energy_weight,
+                  force_weight=self.force_weight, stress_weight=self.stress_weight)
+
 
 @dataclass(frozen=True)
 class MDSpec:
@@ -68,6 +83,16 @@ class MDSpec:
     seed: int = 0
     trajectory_interval: int = 10
 
+    def __post_init__(self) -> None:
+        _positive(timestep_fs=self.timestep_fs)
+        _at_least(0, steps=self.steps)
+        _at_least(1, trajectory_interval=self.trajectory_interval)
+        _at_least(0.0, friction=self.friction)
+        temps = self.temperature_K if isinstance(self.temperature_K, tuple) else (
+            self.temperature_K,)
+        if any(t < 0 for t in temps):
+            raise ValueError(f"temperature_K: must not be negative, got {self.temperature_K}")
+
 
 @dataclass(frozen=True)
 class InitialSpec:
@@ -75,6 +100,10 @@ class InitialSpec:
 
     n_labels: int = 1
     rattle: float = 0.05
+
+    def __post_init__(self) -> None:
+        _at_least(1, n_labels=self.n_labels)
+        _at_least(0.0, rattle=self.rattle)
 
 
 @dataclass(frozen=True)
@@ -85,6 +114,10 @@ class ValidationSpec:
     frames: int = 10
     every: int = 20
     seed: int = 1000
+
+    def __post_init__(self) -> None:
+        _at_least(0, frames=self.frames)
+        _at_least(1, every=self.every)
 
 
 @dataclass(frozen=True)
@@ -105,8 +138,24 @@ class OTFRunConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> OTFRunConfig:
-        return from_mapping(cls, read_config_file(path))
+        data = read_config_file(path)
+        try:
+            return from_mapping(cls, data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OTFRunConfig:
         return from_mapping(cls, data)
+
+
+def _positive(**values: float) -> None:
+    for key, v in values.items():
+        if not v > 0:
+            raise ValueError(f"{key}: must be positive, got {v}")
+
+
+def _at_least(low: float, **values: float) -> None:
+    for key, v in values.items():
+        if v < low:
+            raise ValueError(f"{key}: must be at least {low}, got {v}")

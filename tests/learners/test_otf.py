@@ -158,6 +158,29 @@ def test_config_errors_name_the_key(tmp_path):
     cfg["trigger"] = {"kind": "adaptive", "factr": 2}
     with pytest.raises(ConfigError, match="factr"):
         run_otf(cfg, run_dir=tmp_path / "c")
+    assert not (tmp_path / "c").exists()  # nothing half-made is left behind
+    for section, key, bad in (("initial", "n_labels", 0), ("md", "timestep_fs", -2.0),
+                              ("md", "steps", -5), ("model", "cutoff", 0.0)):
+        cfg = copy.deepcopy(DEMO_CONFIG)
+        cfg.setdefault(section, {})[key] = bad
+        with pytest.raises(ConfigError, match=f"{section}: {key}: must"):
+            run_otf(cfg, run_dir=tmp_path / "d")
+    # a file's errors name the file; a structure file's missing frame names the index
+    import yaml
+
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    cfg["md"]["stepz"] = 10
+    (tmp_path / "otf.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match=r"otf.yaml: unknown key md.stepz"):
+        run_otf(tmp_path / "otf.yaml")
+    from ase.io import write
+
+    write(tmp_path / "start.xyz", bulk("Cu", "fcc", a=3.61, cubic=True))
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    cfg["structure"] = {"file": str(tmp_path / "start.xyz"), "index": 3}
+    with pytest.raises(ConfigError, match="structure.index: .*start.xyz has no frame 3"):
+        run_otf(cfg, run_dir=tmp_path / "e")
+    assert not (tmp_path / "e").exists()
 
 
 def test_batch_mode_labels_a_diverse_subset_in_parallel(tmp_path, cu_train):
