@@ -348,7 +348,10 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
         summary.update(_evaluate(cfg, rd, learner, reference, start))
     from potlearn_ase.learners.report import write_plots
 
-    summary["plots"] = write_plots(rd, learner.history, learner.state.label_steps, summary)
+    summary["plots"] = write_plots(
+        rd, learner.history, learner.state.label_steps, summary,
+        trigger=learner.trigger.describe(), n_atoms=len(atoms),
+    )
     learner.checkpoint(atoms, extra={"finished": True})
     import json
 
