@@ -311,6 +311,10 @@ class OnTheFlyLearner(DynamicsMixin):
         self.checkpoint(frames[-1])
         return out
 
+    def flush(self) -> None:
+        """Label what a batch window still holds; engines call it when the run ends."""
+        self._flush_batch()
+
     def _flush_batch(self) -> None:
         """Label a diverse subset of the gathered candidates (batch mode)."""
         self._window_start = self.state.step + 1

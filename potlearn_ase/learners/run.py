@@ -327,6 +327,7 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
     remaining = md.steps - learner.state.md_step
     if remaining > 0:
         dyn.run(remaining)
+    learner.flush()  # a batch window's last candidates
     if bar is not None:
         bar.n = md.steps
         bar.close()

@@ -213,10 +213,17 @@ def test_batch_mode_labels_a_diverse_subset_in_parallel(tmp_path, cu_train):
         )
         learner.attach(dyn)
         dyn.run(29)  # 30 learner steps: three windows of ten
-    assert learner.n_reference_calls == 9
-    assert len(store) == 1 + 9
-    # labelled in batches: the model was updated three times, not nine
-    assert len(set(learner.state.label_steps)) == 3
+        assert learner.n_reference_calls == 9
+        assert len(store) == 1 + 9
+        # labelled in batches: the model was updated three times, not nine
+        assert len(set(learner.state.label_steps)) == 3
+        # each frame of a batch names its own MD step
+        steps = [store.provenance(i)["md_step"] for i in range(1, 10)]
+        assert len(set(steps)) == 9
+        # a run that ends mid-window labels the window's candidates instead of dropping them
+        dyn.run(4)
+        learner.flush()
+    assert learner.n_reference_calls == 12 and len(store) == 13
     store.close()
 
 

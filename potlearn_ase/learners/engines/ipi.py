@@ -153,6 +153,7 @@ def run_ipi_learning(
         t0 = time.perf_counter()
         stats = client.run()
         wall = time.perf_counter() - t0
+        learner.flush()  # a batch window's last candidates
         learner.checkpoint(extra={"finished": True})
         summary: dict[str, Any] = {
             "evaluations": adapter.evaluations,

@@ -250,6 +250,7 @@ def run_lammps_learning(
         learner = adapter.learner
         if learner is None:
             raise ConfigError("the deck ran no force evaluation: nothing was learned")
+        learner.flush()  # a batch window's last candidates
         learner.checkpoint(adapter.last_atoms, extra={"finished": True})
         summary: dict[str, Any] = {
             "force_calls": adapter.evaluations,
