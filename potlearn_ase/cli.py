@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from potlearn_ase import __version__
-from potlearn_ase.errors import PotlearnError
+from potlearn_ase.data.labels import add_label_key_arguments
+from potlearn_ase.errors import PotlearnError, UnknownElementError
 
 __all__ = ["main", "DEMO_CONFIG"]
 
@@ -111,11 +112,16 @@ def _cmd_otf(args: argparse.Namespace) -> int:
 def _cmd_fit(args: argparse.Namespace) -> int:
 
     from potlearn_ase.data.io import read
+    from potlearn_ase.data.labels import LabelKeys
     from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+    from potlearn_ase.errors import DataFormatError
     from potlearn_ase.models import LinearFitConfig, fit_linear
 
-    train = list(read(args.train))
-    val = list(read(args.val)) if args.val else []
+    keys = LabelKeys.from_args(args)
+    train = list(read(args.train, labels=keys))
+    val = list(read(args.val, labels=keys)) if args.val else []
+    if not train:
+        raise DataFormatError(f"{args.train}: no structures to fit to")
     elements = sorted({s for a in train for s in a.get_chemical_symbols()})
     desc = ACEDescriptor(
         elements,
@@ -147,9 +153,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     import potlearn_ase
     from potlearn_ase.data.io import read
+    from potlearn_ase.data.labels import LabelKeys
+    from potlearn_ase.data.validate import require_labels
+    from potlearn_ase.errors import DataFormatError
 
     calc = potlearn_ase.load(args.model)
-    frames = list(read(args.data))
+    frames = list(read(args.data, labels=LabelKeys.from_args(args)))
+    if not frames:
+        raise DataFormatError(f"{args.data}: no structures to evaluate")
+    elements = set(calc.model.descriptor.elements)
+    for k, a in enumerate(frames):
+        where = f"{args.data}, frame {k}"
+        require_labels(a, energy=True, forces=True, where=where)
+        extra = sorted(set(a.get_chemical_symbols()) - elements)
+        if extra:
+            raise UnknownElementError(extra[0], sorted(elements), where=where)
     err, std, e_err = [], [], []
     for a in frames:
         b = a.copy()
@@ -202,11 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--members", type=int, default=8)
     f.add_argument("--epochs", type=int, default=200)
     f.add_argument("--seed", type=int, default=0)
+    add_label_key_arguments(f)
     f.set_defaults(func=_cmd_fit)
 
     e = sub.add_parser("eval", help="errors and sigma coverage of a model on labelled structures")
     e.add_argument("model")
     e.add_argument("data")
+    add_label_key_arguments(e)
     e.set_defaults(func=_cmd_eval)
 
     import importlib

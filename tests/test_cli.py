@@ -84,3 +84,38 @@ def test_fit_without_validation_is_calibrated_by_cross_validation(
 def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "missing.pt"), str(tmp_path / "x.xyz")]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_eval_and_fit_name_what_is_wrong_with_the_data(tmp_path, cu_train, capsys):
+    from ase.build import bulk
+
+    from potlearn_ase.data.io import write
+
+    assert main(["fit", _write(tmp_path, "train.xyz", cu_train[:4]), "-o",
+                 str(tmp_path / "m.pt"), "--n-radial", "3"]) == 0
+    plain = [a.copy() for a in cu_train[:2]]  # no labels
+    write(tmp_path / "plain.xyz", plain)
+    assert main(["eval", str(tmp_path / "m.pt"), str(tmp_path / "plain.xyz")]) == 2
+    assert "plain.xyz, frame 0: missing energy, forces" in capsys.readouterr().err
+    other = bulk("Au", "fcc", a=4.08, cubic=True)
+    write(tmp_path / "au.xyz", [_labelled(other)])
+    assert main(["eval", str(tmp_path / "m.pt"), str(tmp_path / "au.xyz")]) == 2
+    assert "au.xyz, frame 0: unknown element 'Au'" in capsys.readouterr().err
+    (tmp_path / "empty.xyz").write_text("")
+    assert main(["fit", str(tmp_path / "empty.xyz")]) == 2
+    assert "empty.xyz: no structures" in capsys.readouterr().err
+
+
+def _labelled(atoms):
+    from ase.calculators.emt import EMT
+
+    atoms.calc = EMT()
+    atoms.get_stress()
+    return atoms
+
+
+def _write(tmp_path, name, frames):
+    from potlearn_ase.data.io import write
+
+    write(tmp_path / name, frames)
+    return str(tmp_path / name)

@@ -124,3 +124,11 @@ def test_auto_device_falls_back_to_cpu(cu_train):
                                                     device="auto")
     )
     assert model.feature_mean.device.type == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_asking_for_a_missing_cuda_device_is_a_clear_error():
+    from potlearn_ase.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        resolve_device("cuda")

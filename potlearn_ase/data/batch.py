@@ -26,6 +26,7 @@ def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
     device
         ``"auto"`` means CUDA when :func:`torch.cuda.is_available`, else CPU; ``None`` means
         CPU; anything else is passed to :class:`torch.device` (``"cpu"``, ``"cuda:1"``, ...).
+        A CUDA device that this machine does not have is a :class:`ConfigError`.
 
     Returns
     -------
@@ -36,9 +37,19 @@ def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        out = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ConfigError(f"unknown device {device!r}: {err}") from err
+    if out.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {device!r}: this machine has no CUDA device (use 'cpu' or 'auto')"
+            )
+        if out.index is not None and out.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+    return out
 
 
 @dataclass

@@ -33,6 +33,7 @@ from ase.io.extxyz import XYZError, key_val_str_to_dict, parse_properties
 from ase.io.formats import UnknownFileTypeError, filetype, ioformats, string2index
 
 from potlearn_ase.data.dataset import Dataset
+from potlearn_ase.data.labels import LabelKeys, apply_label_keys, check_labels
 from potlearn_ase.data.validate import check_structure
 from potlearn_ase.errors import DataFormatError
 
@@ -226,6 +227,8 @@ def read(
     path: str | os.PathLike,
     index: int | slice | str = ":",
     format: str | None = None,
+    *,
+    labels: LabelKeys | None = None,
     **kwargs: Any,
 ) -> Dataset:
     """Read labelled structures from a file.
@@ -241,14 +244,18 @@ def read(
         An :mod:`ase.io` format name; guessed from the file name when omitted (``.xyz`` and
         ``.extxyz`` are extended XYZ). LAMMPS files need ``"lammps-data"`` or
         ``"lammps-dump-text"`` (``.lammpstrj`` is recognised).
+    labels
+        Where the file keeps its labels (:class:`~potlearn_ase.data.labels.LabelKeys`, e.g.
+        ``LabelKeys(energy="REF_energy", forces="REF_forces")``); by default ASE's names, and
+        a ``virial`` becomes a stress.
     **kwargs
         Passed to the ASE reader (e.g. ``style="atomic"``, ``specorder=["Cu", "Au"]``).
 
     Returns
     -------
     Dataset
-        The frames, each checked with :func:`~potlearn_ase.data.validate.check_structure`;
-        ``source`` is the path.
+        The frames, each checked with :func:`~potlearn_ase.data.validate.check_structure`
+        and :func:`~potlearn_ase.data.labels.check_labels`; ``source`` is the path.
 
     Raises
     ------
@@ -257,8 +264,11 @@ def read(
     DataFormatError
         For a malformed file, naming it, and for extended XYZ the 0-based frame and the
         1-based line at fault.
+        Also for a label that is not a number or has the wrong shape.
     InvalidStructureError
         For a frame with non-finite positions or a singular cell (naming file and frame).
+    MissingLabelError
+        For a NaN or infinite label (naming file, frame and key).
     """
     p = Path(path)
     if not p.exists():
@@ -275,8 +285,12 @@ def read(
             raise DataFormatError(f"{p}: ASE cannot read it as {fmt}: {err}") from err
         numbers = _frame_numbers(index, len(every), p)
         frames = [every[k] for k in numbers]
+    keys = labels or LabelKeys()
     for atoms, k in zip(frames, numbers, strict=True):
-        check_structure(atoms, where=f"{p}, frame {k}")
+        where = f"{p}, frame {k}"
+        check_structure(atoms, where=where)
+        apply_label_keys(atoms, keys, where)
+        check_labels(atoms, where)
     log.debug("read %d frames from %s (%s)", len(frames), p, fmt)
     return Dataset(frames, source=p)
 

@@ -171,4 +171,14 @@ def require_labels(
         if nonfinite:
             parts.append(f"non-finite {', '.join(nonfinite)}")
         present = ", ".join(labels) or "none"
-        raise MissingLabelError(f"{pre}{'; '.join(parts)} (labels present: {present})")
+        msg = f"{pre}{'; '.join(parts)} (labels present: {present})"
+        if missing:
+            other = [k for k in atoms.info] + [
+                k for k in atoms.arrays if k not in ("numbers", "positions")
+            ]
+            if other:
+                msg += (
+                    f"; the structure also carries {', '.join(sorted(other))}: name the label "
+                    "keys (--energy-key, --forces-key, ... or LabelKeys) if they hold them"
+                )
+        raise MissingLabelError(msg)

@@ -58,20 +58,28 @@ class LinearFitConfig:
 
 
 def design_rows(
-    descriptor: Descriptor, frames: Sequence[Atoms], config: LinearFitConfig
+    descriptor: Descriptor,
+    frames: Sequence[Atoms],
+    config: LinearFitConfig,
+    *,
+    first_index: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted-least-squares rows ``(A, y, w)`` of a few labelled structures.
 
     Parameter layout: for each element ``s``, ``[b_s, w_s (K)]`` (the ``pair_style snap``
     coefficient layout). Energy rows are per atom; force rows hold ``dE/dx`` against ``-F``;
-    stress rows hold the virial per atom.
+    stress rows hold the virial per atom. ``first_index`` is the position of ``frames[0]``
+    among the training structures, so that an error names the right one.
     """
     S, K = len(descriptor.elements), descriptor.n_features
     n_par = S * (K + 1)
     rows_A, rows_y, rows_w = [], [], []
     for idx, atoms in enumerate(frames):
-        where = f"training structure {idx}"
-        require_labels(atoms, energy=True, forces=config.force_weight > 0, where=where)
+        where = f"training structure {first_index + idx}"
+        stress = config.stress_weight > 0 and atoms.pbc.all() and "stress" in get_labels(atoms)
+        require_labels(
+            atoms, energy=True, forces=config.force_weight > 0, stress=bool(stress), where=where
+        )
     with threads_for(sum(len(a) for a in frames), getattr(descriptor, "device", "cpu")):
         outputs = _linear_terms(descriptor, frames)
     for atoms, (e_row, dEdx, dEde, species) in zip(frames, outputs):
@@ -298,7 +306,7 @@ def fit_linear(
         starts = tqdm(starts, desc="accumulating", unit="batch")
     for start in starts:
         chunk = list(frames[start : start + config.batch_size])
-        A, y, w = design_rows(descriptor, chunk, config)
+        A, y, w = design_rows(descriptor, chunk, config, first_index=start)
         ne.add(A, y, w)
     dtype = getattr(descriptor, "dtype", torch.float64)
     model = LinearCommittee(

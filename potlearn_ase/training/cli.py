@@ -41,6 +41,9 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("train", help="labelled training structures (extxyz or any ASE format)")
     p.add_argument("-o", "--output", default="model.pt", help="model file (default model.pt)")
     p.add_argument("--val", help="validation structures: early stopping, calibration, metrics")
+    from potlearn_ase.data.labels import add_label_key_arguments
+
+    add_label_key_arguments(p)
     p.add_argument("--kind", choices=["linear", "neural"], default="linear")
     p.add_argument("--committee", type=int, default=8, metavar="M", help="committee size")
     p.add_argument("--cutoff", type=float, default=5.0, help="descriptor cutoff (Angstrom)")
@@ -96,7 +99,11 @@ def run_train(args: argparse.Namespace) -> int:
     data: Any = None
     if rank == 0:
         # ASE's readers are collective once mpi4py is loaded; rank 0 reads alone here
-        kw: dict[str, Any] = {} if comm is None else {"parallel": False}
+        from potlearn_ase.data.labels import LabelKeys
+
+        kw: dict[str, Any] = {"labels": LabelKeys.from_args(args)}
+        if comm is not None:
+            kw["parallel"] = False
         try:
             data = (list(read(args.train, **kw)), list(read(args.val, **kw)) if args.val else [])
         except (PotlearnError, OSError) as exc:

@@ -164,7 +164,8 @@ def _ordered_reduce(
         if c < len(starts):
             ne = NormalEquations(P)
             A, y, w = design_rows(
-                descriptor, list(frames[starts[c] : starts[c] + config.batch_size]), config
+                descriptor, list(frames[starts[c] : starts[c] + config.batch_size]), config,
+                first_index=starts[c],
             )
             ne.add(A, y, w)
             vec = _pack(ne)
@@ -228,7 +229,7 @@ def fit_linear_mpi(
     else:
         ne = NormalEquations(S * (K + 1))
         for start, stop in _share(len(frames), rank, size, config.batch_size):
-            A, y, w = design_rows(descriptor, list(frames[start:stop]), config)
+            A, y, w = design_rows(descriptor, list(frames[start:stop]), config, first_index=start)
             ne.add(A, y, w)
         ne = reduce_normal_equations(ne, comm)
     dtype = getattr(descriptor, "dtype", torch.float64)
