@@ -1,9 +1,11 @@
-"""Random splits of a data set and per-element reference energies."""
+"""Random splits of a data set (frame by frame, or whole groups such as trajectories) and
+per-element reference energies."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -27,6 +29,7 @@ def train_val_test_split(
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     *,
     rng: np.random.Generator | int,
+    groups: str | Sequence[Any] | None = None,
 ) -> tuple[Dataset, Dataset, Dataset]:
     """Split frames at random into disjoint training, validation and test sets.
 
@@ -40,6 +43,13 @@ def train_val_test_split(
     rng
         A :class:`numpy.random.Generator` (advanced by the call) or an integer seed; equal
         seeds give equal splits.
+    groups
+        Keep frames of one group in one subset: a label per frame, or the name of an
+        ``info`` key that holds it (e.g. ``"trajectory"``). Consecutive frames of an MD run
+        are near-duplicates, so a validation set drawn from the trajectories the model was
+        trained on measures interpolation between neighbours, not the error on new MD. Whole
+        groups are dealt out in random order until each subset reaches its share of the
+        frames, so the fractions hold as closely as the group sizes allow.
 
     Returns
     -------
@@ -52,6 +62,8 @@ def train_val_test_split(
         raise ConfigError(
             f"fractions must be three non-negative numbers summing to 1, got {fractions!r}"
         )
+    if groups is not None:
+        return _group_split(data, f, np.random.default_rng(rng), _group_labels(data, groups))
     n = len(data)
     exact = f * n
     counts = np.floor(exact).astype(int)
@@ -61,6 +73,38 @@ def train_val_test_split(
     perm = np.random.default_rng(rng).permutation(n)
     a, b = counts[0], counts[0] + counts[1]
     return data[perm[:a]], data[perm[a:b]], data[perm[b:]]
+
+
+def _group_labels(data: Dataset, groups: str | Sequence[Any]) -> list[Any]:
+    if isinstance(groups, str):
+        missing = [k for k in range(len(data)) if groups not in data[k].info]
+        if missing:
+            raise ConfigError(f"groups: frame {missing[0]} has no info key {groups!r}")
+        return [data[k].info[groups] for k in range(len(data))]
+    labels = list(groups)
+    if len(labels) != len(data):
+        raise ConfigError(f"groups: {len(labels)} labels for {len(data)} frames")
+    return labels
+
+
+def _group_split(
+    data: Dataset, f: np.ndarray, gen: np.random.Generator, labels: list[Any]
+) -> tuple[Dataset, Dataset, Dataset]:
+    names = list(dict.fromkeys(labels))  # first-seen order, then shuffled
+    members: dict[Any, list[int]] = {g: [] for g in names}
+    for k, g in enumerate(labels):
+        members[g].append(k)
+    target = f * len(data)
+    taken = np.zeros(3)
+    out: list[list[int]] = [[], [], []]
+    for i in gen.permutation(len(names)):
+        idx = members[names[i]]
+        # the subset furthest below its share (relative to it) takes the whole group
+        want = np.where(target > 0, (target - taken) / np.maximum(target, 1e-12), -np.inf)
+        s = int(np.argmax(want))
+        out[s] += idx
+        taken[s] += len(idx)
+    return tuple(data[gen.permutation(np.array(o, dtype=np.int64))] for o in out)  # type: ignore[return-value]
 
 
 def composition_matrix(

@@ -97,3 +97,26 @@ def test_reference_energies_with_explicit_elements_and_errors():
     assert info.value.element == "Au"
     with pytest.raises(MissingLabelError, match="no frame carries an energy"):
         fit_reference_energies([Atoms("Cu"), Atoms("Au")])
+
+
+def test_group_split_keeps_each_trajectory_in_one_subset():
+    frames = []
+    for t in range(10):
+        for k in range(5):
+            a = bulk("Cu", "fcc", a=3.6 + 0.01 * t)
+            a.info["trajectory"] = f"md-{t}"
+            a.info["frame"] = k
+            frames.append(a)
+    train, val, test = train_val_test_split(frames, (0.6, 0.2, 0.2), rng=0, groups="trajectory")
+    subsets = [{a.info["trajectory"] for a in d} for d in (train, val, test)]
+    assert not (subsets[0] & subsets[1] or subsets[0] & subsets[2] or subsets[1] & subsets[2])
+    assert (len(train), len(val), len(test)) == (30, 10, 10)
+    again = train_val_test_split(frames, (0.6, 0.2, 0.2), rng=0, groups="trajectory")
+    assert [id(a) for a in again[1]] == [id(a) for a in val]
+    labels = [a.info["trajectory"] for a in frames]
+    by_list = train_val_test_split(frames, (0.6, 0.2, 0.2), rng=0, groups=labels)
+    assert [id(a) for a in by_list[0]] == [id(a) for a in train]
+    with pytest.raises(ConfigError, match="frame 0 has no info key 'run'"):
+        train_val_test_split(frames, rng=0, groups="run")
+    with pytest.raises(ConfigError, match="3 labels for 50 frames"):
+        train_val_test_split(frames, rng=0, groups=[1, 2, 3])
