@@ -147,9 +147,10 @@ def cross_validated_calibration(
         A, y, w = design_rows(model.descriptor, [atoms], model.config)
         rows.append((A, y, w, 1 + 3 * len(atoms)))  # energy row first, then the forces
     ne = model.normal_equations
-    if sum(r[0].shape[0] for r in rows) != ne.n_rows:
+    n_rows = sum(int(np.count_nonzero(r[2])) for r in rows)
+    if n_rows != ne.n_rows:
         raise ValueError(
-            f"these {len(frames)} structures give {sum(r[0].shape[0] for r in rows)} rows, but "
+            f"these {len(frames)} structures give {n_rows} rows, but "
             f"the model was fitted to {ne.n_rows}: pass exactly its training structures"
         )
     gen = np.random.default_rng(rng)

@@ -249,7 +249,7 @@ class LinearCommittee(CommitteeModel):
         return solve_posterior(
             ne,
             lam=self.config.lam,
-            sigma_floor=self.config.sigma_floor * self.config.force_weight,
+            sigma_floor=self.config.sigma_floor * _floor_weight(self.config),
             unregularised=unreg,
         )
 
@@ -317,3 +317,9 @@ def fit_linear(
     )
     model._solve(np.random.default_rng(rng))
     return model
+
+
+def _floor_weight(config: LinearFitConfig) -> float:
+    """The row weight that scales the noise floor: the forces', or the energies' in an
+    energy-only fit (a zero floor would divide by zero on an exact fit)."""
+    return config.force_weight if config.force_weight > 0 else config.energy_weight

@@ -94,7 +94,11 @@ class NeuralCommittee(CommitteeModel):
             gen = torch.Generator().manual_seed(member_seed(self.seed, m, 0))
             per_member.append(
                 [
-                    torch.randn(S, a, b, generator=gen, dtype=dtype) / math.sqrt(a)
+                    # drawn in float64 and cast: the same seed gives the same network in
+                    # any precision
+                    (torch.randn(S, a, b, generator=gen, dtype=torch.float64) / math.sqrt(a)).to(
+                        dtype
+                    )
                     for a, b in zip(sizes[:-1], sizes[1:])
                 ]
             )

@@ -49,20 +49,21 @@ class NormalEquations:
         self.AtA += A.T @ Aw
         self.Aty += Aw.T @ y
         self.yty += float(y @ (w * y))
-        self.n_rows += int(y.shape[0])
+        self.n_rows += int(np.count_nonzero(w))  # a zero-weight row carries no data
 
     def remove(self, A: np.ndarray, y: np.ndarray, w: np.ndarray | float = 1.0) -> None:
         """Take out rows added before with :meth:`add` (held-out data, closed form)."""
         A = np.asarray(A, dtype=np.float64).reshape(-1, self.n_params)
         y = np.asarray(y, dtype=np.float64).reshape(-1)
         w = np.broadcast_to(np.asarray(w, dtype=np.float64), y.shape)
-        if y.shape[0] > self.n_rows:
-            raise ValueError(f"cannot remove {y.shape[0]} rows from {self.n_rows}")
+        n = int(np.count_nonzero(w))
+        if n > self.n_rows:
+            raise ValueError(f"cannot remove {n} rows from {self.n_rows}")
         Aw = A * w[:, None]
         self.AtA -= A.T @ Aw
         self.Aty -= Aw.T @ y
         self.yty -= float(y @ (w * y))
-        self.n_rows -= int(y.shape[0])
+        self.n_rows -= n
 
     def merge(self, other: NormalEquations) -> None:
         """Add another accumulator (e.g. from another MPI rank)."""
@@ -124,7 +125,9 @@ class Posterior:
     def sample(self, n: int, *, rng: np.random.Generator, antithetic: bool = True) -> np.ndarray:
         """``(n, n_params)`` draws; with ``antithetic`` the draws come in pairs ``mean +- d``
         (and the mean itself when ``n`` is odd), so their average is the posterior mean
-        exactly and one draw is the mean."""
+        exactly. For odd ``n`` the pairs' deviations are widened by ``sqrt(n / (n - 1))``,
+        so that the spread of the ``n`` draws (``ddof=0``) still estimates the posterior
+        covariance without bias."""
         if n == 1:
             return self.mean[None].copy()
         L = _safe_cholesky(self.cov)
@@ -134,6 +137,8 @@ class Posterior:
         half = n // 2
         z = rng.standard_normal((half, self.mean.size))
         d = z @ L.T
+        if n % 2:
+            d *= np.sqrt(n / (n - 1))
         draws = [self.mean + d, self.mean - d]
         if n % 2:
             draws.append(self.mean[None])

@@ -86,7 +86,10 @@ class TrainingHistory:
     best_epoch : int
         Epoch of the lowest committee-mean validation loss.
     best_epochs : list of int
-        Epoch whose weights each member kept (its own early stopping).
+        Epoch whose weights each member kept (its own early stopping); -1 for a warm-started
+        member whose starting weights no epoch improved on.
+    start_val_loss : list of float
+        A warm start's validation loss of each member before the first epoch (else empty).
     """
 
     train_loss: list[float] = field(default_factory=list)
@@ -94,6 +97,7 @@ class TrainingHistory:
     member_val_loss: list[list[float]] = field(default_factory=list)
     best_epoch: int = -1
     best_epochs: list[int] = field(default_factory=list)
+    start_val_loss: list[float] = field(default_factory=list)
 
 
 def train_neural(
@@ -233,7 +237,21 @@ def train_neural(
     n_flat = sum(sizes)
     ew, fw = cfg.energy_weight, cfg.force_weight
     best_params = [p.detach().clone() for p in params]
-    best = torch.full((M,), float("inf"), dtype=torch.float64)
+
+    def val_loss() -> torch.Tensor:
+        with torch.no_grad():
+            vecs = [
+                None if b is None else shard_loss(model, b, ew, fw, None, create_graph=False)
+                for row in val_batches
+                for b in row
+            ]
+            vl_t = ordered_sum(vecs, owners * len(val_batches), M, comm, like) / n_val
+        return vl_t.to("cpu", torch.float64)
+
+    # a warm start keeps its starting weights unless training beats them (best_epochs -1)
+    best = val_loss() if init is not None else torch.full((M,), float("inf"), dtype=torch.float64)
+    if init is not None:
+        hist.start_val_loss = best.tolist()
     stale = torch.zeros(M, dtype=torch.int64)
     active = torch.ones(M, dtype=torch.bool)
     epochs = range(cfg.epochs)
@@ -263,14 +281,7 @@ def train_neural(
             opt.step()
             train_loss += float(flat[-1]) / M
         sched.step()
-        with torch.no_grad():
-            vecs = [
-                None if b is None else shard_loss(model, b, ew, fw, None, create_graph=False)
-                for row in val_batches
-                for b in row
-            ]
-            vl_t = ordered_sum(vecs, owners * len(val_batches), M, comm, like) / n_val
-            vl = vl_t.to("cpu", torch.float64)
+        vl = val_loss()
         hist.train_loss.append(train_loss / len(batches))
         hist.val_loss.append(float(vl.mean()))
         hist.member_val_loss.append(vl.tolist())

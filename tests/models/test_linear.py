@@ -88,3 +88,29 @@ def test_posterior_matches_closed_form_on_synthetic_data():
     )
     evid = solve_posterior(ne, lam="evidence")
     np.testing.assert_allclose(evid.mean, w_true, atol=0.05)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8])
+def test_antithetic_committees_of_any_size_have_the_posterior_spread(n):
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(100, 4))
+    ne = NormalEquations(4)
+    ne.add(A, A @ np.array([1.0, 0.5, -1.0, 2.0]) + 0.1 * rng.normal(size=100))
+    post = solve_posterior(ne, lam=1e-8)
+    var = np.mean([post.sample(n, rng=rng).var(axis=0) for _ in range(3000)], axis=0)
+    np.testing.assert_allclose(var, np.diag(post.cov), rtol=0.08)
+    np.testing.assert_allclose(post.sample(n, rng=rng).mean(0), post.mean, atol=1e-12)
+
+
+def test_zero_weights_carry_no_rows_and_an_energy_only_fit_solves(cu_desc, cu_train):
+    cfg = LinearFitConfig(energy_weight=0.0, n_members=2, lam=1e-6)
+    forces_only = fit_linear(cu_desc, cu_train[:3], cfg)
+    n_force = sum(3 * len(a) for a in cu_train[:3])
+    stress = sum(6 for a in cu_train[:3] if a.pbc.all())
+    assert forces_only.normal_equations.n_rows == n_force + stress  # no energy rows counted
+    # energies only, fewer structures than parameters: an exact fit, and no division by zero
+    energy_only = fit_linear(
+        cu_desc, cu_train[:3], LinearFitConfig(force_weight=0.0, stress_weight=0.0, n_members=2)
+    )
+    assert energy_only.normal_equations.n_rows == 3
+    assert np.isfinite(energy_only.mean_coef()).all()
