@@ -30,8 +30,9 @@ class DynamicsMixin:
     ) -> None:
         """Use the learner as ``dyn``'s calculator and observe every step.
 
-        The observer counts steps, keeps the last accepted state, rewinds after a rejection,
-        appends accepted frames to ``trajectory`` every ``interval`` steps and checkpoints.
+        The observer counts steps, keeps the last accepted state, rewinds after a rejection
+        (the rejected step does not count: ``dyn.run(n)`` makes ``n`` kept steps), appends
+        accepted frames to ``trajectory`` every ``interval`` steps and checkpoints.
         """
         atoms = dyn.atoms
         atoms.calc = self.calculator
@@ -47,6 +48,7 @@ class DynamicsMixin:
             if self._rewind:
                 self._restore_accepted(atoms)
                 self._rewind = False
+                dyn.nsteps -= 1  # the step was undone: dyn.run(n) still makes n kept steps
                 self.geometry_step = self.state.md_step  # the restored, accepted state
                 if self._accepted is not None and not self.store.contains(atoms):
                     self.label(atoms)

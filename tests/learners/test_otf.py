@@ -121,6 +121,7 @@ def test_rejected_frames_rewind_to_the_last_accepted_state(tmp_path, cu_train):
     dyn.attach(lambda: snapshots.append(atoms.positions.copy()), interval=1)
     dyn.run(8)
     assert learner.state.n_rejects == 1
+    assert dyn.nsteps == 8 and learner.state.md_step == 8  # eight kept steps, the reject redone
     # after the rejected step the positions were put back to those of the accepted step before
     i = 5  # the observer list sees the rewound state at the rejected step
     np.testing.assert_allclose(snapshots[i], snapshots[i - 1])
