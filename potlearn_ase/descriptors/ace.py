@@ -7,7 +7,10 @@ channel. The invariant features of atom ``i`` are
 * body order 2: ``A[i, p, 00]`` (one per channel);
 * body order 3: ``sum_m A[i, p, lm] A[i, q, lm]`` for ``p <= q`` and every ``l <= l_max``
   (radial-angular pair correlations, invariant under rotation for each ``l``);
-* body order 4 (``body_order=4``): ``A[i, p, 00] A[i, q, 00] A[i, r, 00]`` for ``p <= q <= r``.
+* body order 4 (``body_order=4``): ``A[i, p, 00] A[i, q, 00] A[i, r, 00]`` for ``p <= q <= r``:
+  the ``l = 0`` part of the four-body basis only, i.e. products of radial densities. It adds
+  radial many-body terms (a linear model on it is no longer linear in the densities) but no
+  angular four-body coupling; the angular information stays that of body order 3.
 
 Two paths give derivatives, and tests hold them against each other and against finite
 differences:

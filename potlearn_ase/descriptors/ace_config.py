@@ -25,7 +25,8 @@ class ACEConfig:
     l_max : int
         Highest angular degree (0 to 3).
     body_order : int
-        3 (pair correlations of the atomic base) or 4 (adds triple products of the densities).
+        3 (pair correlations of the atomic base) or 4 (adds triple products of the radial,
+        ``l = 0`` densities: radial four-body terms, no angular four-body couplings).
     """
 
     cutoff: float = 5.0

@@ -76,6 +76,9 @@ class PaddedNeighbours:
     neighbour: torch.Tensor
     shift: torch.Tensor
     mask: torch.Tensor
+    # float64 positions, cells and shifts when the layout is in a lower precision: r_ij is a
+    # small difference of possibly large coordinates (unwrapped MD), so it is formed in float64
+    exact: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property
     def n_atoms(self) -> int:
@@ -90,8 +93,13 @@ class PaddedNeighbours:
     ) -> torch.Tensor:
         """``r_ij = x_j - x_i + shift @ cell`` as ``(n_atoms, max_nb, 3)``.
 
-        Pass positions and cells that require grad to differentiate through them.
+        Pass positions and cells that require grad to differentiate through them. Without
+        them, a lower-precision layout forms ``r_ij`` in float64 and then rounds it.
         """
+        if positions is None and cells is None and self.exact is not None:
+            x64, c64, s64 = self.exact
+            off = torch.einsum("ikc,icd->ikd", s64, c64[self.batch])
+            return (x64[self.neighbour] - x64[:, None, :] + off).to(self.positions.dtype)
         x = self.positions if positions is None else positions
         c = self.cells if cells is None else cells
         cell_per_atom = c[self.batch]  # (n, 3, 3)
@@ -140,11 +148,20 @@ def padded_neighbours(
     shift[i, slot] = S
     mask[i, slot] = True
     dev = torch.device(device)
+    pos = np.concatenate(positions) if positions else np.zeros((0, 3))
+    cel = np.stack(cells) if cells else np.zeros((0, 3, 3))
+    exact = None
+    if dtype != torch.float64:
+        exact = tuple(
+            torch.as_tensor(a, dtype=torch.float64, device=dev) for a in (pos, cel, shift)
+        )
     return PaddedNeighbours(
-        positions=torch.as_tensor(np.concatenate(positions), dtype=dtype, device=dev),
-        cells=torch.as_tensor(np.stack(cells), dtype=dtype, device=dev),
-        batch=torch.as_tensor(np.concatenate(batch), device=dev),
+        positions=torch.as_tensor(pos, dtype=dtype, device=dev),
+        cells=torch.as_tensor(cel, dtype=dtype, device=dev),
+        batch=torch.as_tensor(np.concatenate(batch) if batch else np.zeros(0, np.int64),
+                              device=dev),
         neighbour=torch.as_tensor(neighbour, device=dev),
         shift=torch.as_tensor(shift, dtype=dtype, device=dev),
         mask=torch.as_tensor(mask, device=dev),
+        exact=exact,  # type: ignore[arg-type]
     )
