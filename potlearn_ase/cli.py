@@ -20,7 +20,7 @@ from typing import Any
 
 from potlearn_ase import __version__
 from potlearn_ase.data.labels import add_label_key_arguments
-from potlearn_ase.errors import PotlearnError, UnknownElementError
+from potlearn_ase.errors import ConfigError, PotlearnError, UnknownElementError
 
 __all__ = ["main", "DEMO_CONFIG"]
 
@@ -70,7 +70,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"|error| <= sigma for      {100 * summary['sigma_coverage_1']:.1f} % "
             "of force components (68.3 % expected)"
         )
-    print(f"calibration alpha:        {summary['calibration']:.3f}")
+    note = ""
+    if not summary.get("label_steps"):
+        note = " (not calibrated: no label was taken after the start; sigma is the raw spread)"
+    print(f"calibration alpha:        {summary['calibration']:.3f}{note}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -84,7 +87,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if run_dir.exists() and (run_dir / "state.json").exists():
         import shutil
 
-        shutil.rmtree(run_dir)
+        import yaml
+
+        try:
+            old = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            old = {}
+        ours = all(
+            (old.get(section) or {}).get(k) == v
+            for section in ("structure", "trigger")
+            for k, v in DEMO_CONFIG[section].items()
+        )
+        if not ours:
+            raise ConfigError(
+                f"{run_dir} holds a potlearn run that is not a demo run; the demo replaces "
+                "only its own runs: give another --run-dir"
+            )
+        shutil.rmtree(run_dir)  # an earlier demo run
     print("potlearn demo: on-the-fly learning of fcc Cu (32 atoms) with ASE's EMT as reference,")
     print(
         f"Langevin MD heating 300 -> 1200 K over {cfg['md']['steps']} steps of 2 fs, "

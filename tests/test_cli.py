@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from potlearn_ase import __version__
-from potlearn_ase.cli import main
+from potlearn_ase.cli import DEMO_CONFIG, main
 from potlearn_ase.data.io import write
 
 
@@ -32,6 +32,20 @@ def test_demo_reports_real_work(tmp_path, capsys):
     assert "reference calls:" in out and "held-out force RMSE:" in out
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["steps"] == 300 and summary["reference_calls"] >= 1
+    if not summary["label_steps"]:  # 300 steps may end before the first label
+        assert "not calibrated" in out
+    # a rerun replaces its own earlier demo run, never another run
+    assert main(["demo", "--steps", "20", "--run-dir", str(tmp_path / "demo")]) == 0
+    cfg = json.loads(json.dumps(DEMO_CONFIG))
+    cfg["trigger"] = {"kind": "fixed", "max_force_std": 0.05}
+    cfg["md"]["steps"], cfg["validation"], cfg["progress"] = 10, None, False
+    from potlearn_ase.learners.run import run_otf
+
+    run_otf(cfg, run_dir=tmp_path / "mine")
+    capsys.readouterr()
+    assert main(["demo", "--steps", "20", "--run-dir", str(tmp_path / "mine")]) == 2
+    assert "not a demo run" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "state.json").exists()
 
 
 def test_fit_then_eval(tmp_path, cu_train, cu_test, capsys):

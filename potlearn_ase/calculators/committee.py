@@ -253,8 +253,9 @@ def load(
     dtype : torch dtype or name, optional
         Run the model in another precision (``"float32"`` is faster for large MD).
     """
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from potlearn_ase.data.batch import resolve_device
+
+    device = resolve_device(device)  # "auto", or a clear error for a missing CUDA device
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     model, header = load_model(path, device=device, dtype=dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from potlearn_ase.calculators.lammps_driver import LammpsDriver
@@ -57,7 +58,8 @@ def _cmd_lammps(args: Any) -> int:
     if args.model is None:
         raise ConfigError("give --model model.pt (or --learn config.yaml to start from scratch)")
     calc = potlearn_ase.load(args.model)
-    driver = LammpsDriver(args.deck, calc, elements=args.elements, variables=variables)
+    driver = LammpsDriver(args.deck, calc, elements=args.elements, variables=variables,
+                          log=args.log or False, screen=args.screen)
     try:
         driver.run()
         print(
@@ -74,6 +76,7 @@ def add_subparser(subparsers: Any) -> None:
         "lammps",
         help="run a LAMMPS deck with a committee model (optionally learning on the fly)",
         description=_driver_doc(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("deck", help="LAMMPS input with pair_style zero and fix external pf/callback")
     p.add_argument("--model", help="model file (potlearn fit / otf)")
@@ -98,6 +101,8 @@ def add_subparser(subparsers: Any) -> None:
     )
     p.add_argument("--elements", nargs="+", help="element of each LAMMPS atom type")
     p.add_argument("--var", action="append", metavar="NAME=VALUE", help="LAMMPS -var setting")
+    p.add_argument("--log", metavar="FILE", help="LAMMPS log file (thermo output); none by default")
+    p.add_argument("--screen", action="store_true", help="print LAMMPS's screen output")
     p.set_defaults(func=_cmd_lammps)
 
 

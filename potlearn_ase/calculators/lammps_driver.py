@@ -130,8 +130,8 @@ class LammpsDriver:
         self.elements = list(elements) if elements else deck_elements
         if not self.elements:
             raise ConfigError(
-                "the LAMMPS atom types need elements: pass elements=[...] or add a line "
-                "'# potlearn elements Cu ...' to the deck"
+                "the LAMMPS atom types need elements: pass elements=[...] (--elements on the "
+                "command line) or add a line '# potlearn elements Cu ...' to the deck"
             )
         for el in self.elements:
             if el not in atomic_numbers:
@@ -240,8 +240,8 @@ class LammpsDriver:
             expected = float(atomic_masses[atomic_numbers[el]])
             if abs(mass - expected) > 0.05 * expected:
                 logger.warning(
-                    "%s: mass %s of atom type %d is %s, but that type is %s (%.3f): check the "
-                    "type-to-element mapping", src, words[2], t, words[2], el, expected,
+                    "%s: atom type %d has mass %s, but the elements map it to %s (%.3f): check "
+                    "the type-to-element mapping", src, t, words[2], el, expected,
                 )
 
     def close(self) -> None:

@@ -345,7 +345,7 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
     }
     summary["reference_calls"] = _count_reference_calls(store)
     summary["initial_reference_calls"] = cfg.initial.n_labels
-    if cfg.validation is not None:
+    if cfg.validation is not None and cfg.validation.frames > 0 and cfg.validation.temperatures_K:
         summary.update(_evaluate(cfg, rd, learner, reference, start))
     from potlearn_ase.learners.report import write_plots
 
