@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--n-radial", type=int, default=8)
     f.add_argument("--l-max", type=int, default=2)
     f.add_argument("--body-order", type=int, default=3)
-    f.add_argument("--members", type=int, default=8)
+    f.add_argument("--members", "--committee", dest="members", type=int, default=8,
+                   help="committee size (as potlearn train --committee)")
     f.add_argument("--epochs", type=int, default=200)
     f.add_argument("--seed", type=int, default=0)
     add_label_key_arguments(f)
