@@ -8,6 +8,7 @@ derivatives, so eight members cost little more than one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from ase import Atoms
+from ase.data import atomic_numbers
 
 from potlearn_ase.data.validate import get_labels, require_labels
 from potlearn_ase.descriptors.base import Descriptor
@@ -298,6 +300,13 @@ def fit_linear(
     """
     config = config or LinearFitConfig()
     S, K = len(descriptor.elements), descriptor.n_features
+    seen = {int(z) for a in frames for z in set(a.numbers.tolist())}
+    absent = [el for el in descriptor.elements if atomic_numbers[el] not in seen]
+    if absent and frames:
+        logging.getLogger(__name__).warning(
+            "no training structure holds %s: its parameters are unconstrained, so structures "
+            "with it get an arbitrary energy and a huge sigma", ", ".join(absent),
+        )
     ne = NormalEquations(S * (K + 1))
     starts = range(0, len(frames), config.batch_size)
     if progress:

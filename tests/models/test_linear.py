@@ -114,3 +114,10 @@ def test_zero_weights_carry_no_rows_and_an_energy_only_fit_solves(cu_desc, cu_tr
     )
     assert energy_only.normal_equations.n_rows == 3
     assert np.isfinite(energy_only.mean_coef()).all()
+
+
+def test_an_element_no_structure_holds_is_warned_about(cu_train, caplog):
+    desc = ACEDescriptor(["Au", "Cu"], ACEConfig(cutoff=4.5, n_radial=3, l_max=1))
+    with caplog.at_level("WARNING"):
+        fit_linear(desc, cu_train[:2], LinearFitConfig(n_members=2))
+    assert "no training structure holds Au" in caplog.text
