@@ -288,7 +288,10 @@ def sensitivity_table(
     frac_active = result.active_eigenvalues / max(float(result.active_eigenvalues.sum()), 1e-300)
     for q, name in enumerate(result.qoi_names):
         sd = float(np.sqrt(result.variance[q]))
-        lines.append(f"{name}: {result.qoi_values[q]:.6g} +- {sd:.3g} (first order)")
+        lines.append(
+            f"{name}: {result.qoi_values[q]:.6g} +- {sd:.3g} (first order, raw posterior: "
+            "times the calibration for the calibrated sigma)"
+        )
         share = result.gradient_z[q] ** 2 / max(float(result.variance[q]), 1e-300)
         lead = np.argsort(-share)[:top]
         lines.append(
