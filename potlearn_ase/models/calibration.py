@@ -59,7 +59,10 @@ def calibrate(
     if val:
         return fit_calibration(model, val, coverage=coverage), "validation"
     if getattr(model, "normal_equations", None) is not None and len(train) >= 2:
-        return cross_validated_calibration(model, train, coverage=coverage), "cross-validation"
+        try:
+            return cross_validated_calibration(model, train, coverage=coverage), "cross-validation"
+        except (TypeError, ValueError) as exc:  # e.g. a fit without force rows
+            log.warning("cross-validated calibration not possible (%s)", exc)
     log.warning("no validation structures: the committee spread is not calibrated (give some)")
     return 1.0, "none"
 

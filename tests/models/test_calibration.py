@@ -70,3 +70,19 @@ def test_wrong_frames_and_models_are_refused(fitted, cu_train):
     net = NeuralCommittee(fitted.descriptor, n_members=2)
     with pytest.raises(TypeError, match="fit_calibration"):
         cross_validated_calibration(net, cu_train)
+
+
+def test_calibrate_falls_back_to_one_when_no_held_out_errors_exist(cu_train, caplog):
+    from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+    from potlearn_ase.models import LinearFitConfig, calibrate, fit_linear
+
+    desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=4.5, n_radial=3, l_max=1))
+    energy_only = fit_linear(desc, cu_train[:4], LinearFitConfig(force_weight=0.0, n_members=4))
+    with caplog.at_level("WARNING"):
+        assert calibrate(energy_only, cu_train[:4]) == (1.0, "none")
+    assert "force_weight is 0" in caplog.text
+    model = fit_linear(desc, cu_train[:4], LinearFitConfig(n_members=4))
+    alpha, on = calibrate(model, cu_train[:4])
+    assert on == "cross-validation" and alpha > 1.0
+    alpha_val, on_val = calibrate(model, cu_train[:4], cu_train[10:12])
+    assert on_val == "validation" and alpha_val > 0
