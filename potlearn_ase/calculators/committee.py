@@ -110,7 +110,7 @@ class CommitteeCalculator(Calculator):
                     f"(sha256 {digest[:12]}..., expected {model_sha256[:12]}...)"
                 )
             model, _ = load_model(path)
-            self._file = (str(path.resolve()), digest, _fingerprint(model))
+            self._remember_file(path, digest, model)
         elif isinstance(model, dict):
             tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in model["tensors"].items()}
             model = model_from_state(
@@ -170,8 +170,16 @@ class CommitteeCalculator(Calculator):
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model, calibration and metrics to ``path`` (see :func:`load`)."""
         out = save_model(self.model, path, calibration=self.calibration, metrics=self.metrics)
-        self._file = (str(Path(out).resolve()), file_sha256(out), _fingerprint(self.model))
+        self._remember_file(out)
         return out
+
+    def _remember_file(
+        self, path: str | os.PathLike, digest: str | None = None, model: Any = None
+    ) -> None:
+        """Note that ``model`` (default: this calculator's) is the one stored at ``path``."""
+        model = self.model if model is None else model
+        digest = file_sha256(path) if digest is None else digest
+        self._file = (str(Path(path).resolve()), digest, _fingerprint(model))
 
     @property
     def n_members(self) -> int:
@@ -263,5 +271,5 @@ def load(
         model=model, calibration=header.get("calibration", 1.0), metrics=header.get("metrics")
     )
     if dtype is None and str(device) == "cpu":  # todict can name the file: it rebuilds this
-        calc._file = (str(Path(path).resolve()), file_sha256(path), _fingerprint(model))
+        calc._remember_file(path)
     return calc
