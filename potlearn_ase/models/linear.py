@@ -76,16 +76,16 @@ def design_rows(
     S, K = len(descriptor.elements), descriptor.n_features
     n_par = S * (K + 1)
     rows_A, rows_y, rows_w = [], [], []
-    for idx, atoms in enumerate(frames):
+    all_labels = [get_labels(atoms) for atoms in frames]
+    for idx, (atoms, labels) in enumerate(zip(frames, all_labels)):
         where = f"training structure {first_index + idx}"
-        stress = config.stress_weight > 0 and atoms.pbc.all() and "stress" in get_labels(atoms)
+        stress = config.stress_weight > 0 and atoms.pbc.all() and "stress" in labels
         require_labels(
             atoms, energy=True, forces=config.force_weight > 0, stress=bool(stress), where=where
         )
     with threads_for(sum(len(a) for a in frames), getattr(descriptor, "device", "cpu")):
         outputs = _linear_terms(descriptor, frames)
-    for atoms, (e_row, dEdx, dEde, species) in zip(frames, outputs):
-        labels = get_labels(atoms)
+    for atoms, labels, (e_row, dEdx, dEde, species) in zip(frames, all_labels, outputs):
         n = len(atoms)
         counts = np.bincount(species, minlength=S).astype(np.float64)
         A_e = np.zeros(n_par)
