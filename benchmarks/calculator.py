@@ -101,7 +101,7 @@ def _lammps_pair(kind: str) -> list[str] | None:
 def time_lammps(atoms, kind: str, steps: int) -> float | None:
     """us/atom/step of a LAMMPS pair style (``snap`` or ``eam``, Cu) inside ``run N``."""
     try:
-        from potlearn_ase.lammpsutil import new_lammps
+        from potlearn_ase.engines.lammps.library import new_lammps
     except ImportError:
         return None
     pair = _lammps_pair(kind)

@@ -75,7 +75,7 @@ def ase_step_ms(calc, n_cells: int, steps: int) -> float:
 
 
 def lammps_step_ms(calc, n_cells: int, steps: int, pair: str = BRIDGE) -> float:
-    from potlearn_ase.calculators.lammps_driver import LammpsDriver
+    from potlearn_ase.engines.lammps.driver import LammpsDriver
 
     cmds = DECK.format(n=n_cells, pair=pair).splitlines()
     driver = LammpsDriver(cmds, calc, elements=["Cu"]).run()
@@ -87,8 +87,8 @@ def lammps_step_ms(calc, n_cells: int, steps: int, pair: str = BRIDGE) -> float:
 
 
 def native_snap_step_ms(calc, n_cells: int, steps: int) -> float:
-    from potlearn_ase.lammpsutil import new_lammps
-    from potlearn_ase.models.snap_export import snap_pair_commands, write_snap_files
+    from potlearn_ase.engines.lammps.library import new_lammps
+    from potlearn_ase.engines.lammps.snap_export import snap_pair_commands, write_snap_files
 
     model = calc.model
     with tempfile.TemporaryDirectory() as tmp:

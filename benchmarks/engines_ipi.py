@@ -59,7 +59,7 @@ def _run_one(model_path: str | Path, atoms: Atoms, steps: int, variant: str) -> 
     import ase.io
 
     import potlearn_ase
-    from potlearn_ase.calculators.ipi import IPIClient, launch_ipi
+    from potlearn_ase.engines.ipi.client import IPIClient, launch_ipi
 
     calc = potlearn_ase.load(model_path)
     with tempfile.TemporaryDirectory(prefix="potlearn-ipi-bench-") as tmp:

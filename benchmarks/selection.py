@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from ase.build import bulk, fcc111
 
+from potlearn_ase.cli.select import get_selector
 from potlearn_ase.data.generate import reference_md_frames
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
@@ -53,9 +54,8 @@ from potlearn_ase.learners.pool import PoolLearner, PoolSettings
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.models import LinearFitConfig, fit_linear
 from potlearn_ase.models.linear import design_rows
-from potlearn_ase.selection.cli import get_selector
+from potlearn_ase.models.posterior import NormalEquations, solve_posterior
 from potlearn_ase.selection.kernels import descriptor_features
-from potlearn_ase.training.least_squares import NormalEquations, solve_posterior
 
 OUT = Path(__file__).parent / "results"
 TEMPS = (300, 800, 1400, 2000)

@@ -108,16 +108,34 @@ def _name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp)
 
 
-def from_mapping(cls: type[T], data: Mapping[str, Any], *, where: str = "") -> T:
-    """Build the frozen dataclass ``cls`` from ``data``, checking keys and types."""
+def from_mapping(
+    cls: type[T], data: Mapping[str, Any], *, where: str = "", kind: str | None = None
+) -> T:
+    """Build the frozen dataclass ``cls`` from ``data``, checking keys and types.
+
+    Unknown keys, missing required keys and values of the wrong type are a
+    :class:`ConfigError` naming the key (``where`` is its prefix, e.g. ``"md"``; ``kind``
+    names the variant in messages, as for triggers). Errors raised by the dataclass's own
+    checks (``__post_init__``) are re-raised as :class:`ConfigError` prefixed by ``where``.
+    """
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     prefix = f"{where}." if where else ""
+    for_kind = f" for kind {kind!r}" if kind else ""
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!s}; known keys: {', '.join(sorted(fields))}"
+            f"unknown key {prefix}{unknown[0]!s}{for_kind}; known keys: {', '.join(sorted(fields))}"
         )
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in data
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{prefix}{missing[0]} is required{for_kind}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _check(value, hints[name], f"{prefix}{name}")

@@ -49,7 +49,7 @@ from potlearn_ase.data.validate import get_labels, require_labels
 from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
 from potlearn_ase.errors import ConfigError
 from potlearn_ase.models.linear import LinearCommittee, LinearFitConfig, design_rows
-from potlearn_ase.training.least_squares import NormalEquations
+from potlearn_ase.models.posterior import NormalEquations
 
 __all__ = [
     "FloatRange",
@@ -319,9 +319,9 @@ def pareto_front(costs: Sequence[float], errors: Sequence[float]) -> list[int]:
 
 def pareto_plot(result: HyperoptResult, path: str | os.PathLike) -> Path:
     """PNG of validation error against cost (us/atom): every trial, the Pareto front, the best."""
-    from potlearn_ase.analysis.plots import _figure, _save
+    from potlearn_ase.analysis.plots import new_figure, save_figure
 
-    fig = _figure((5.2, 4.0))
+    fig = new_figure((5.2, 4.0))
     ax = fig.add_subplot()
     cost = np.array([t.cost_us_per_atom for t in result.trials])
     err = np.array([t.error for t in result.trials])
@@ -338,7 +338,7 @@ def pareto_plot(result: HyperoptResult, path: str | os.PathLike) -> Path:
         ax.set_yscale("log")
     ax.legend(fontsize=8)
     ax.set_title(f"{result.config.method} search, {len(result.trials)} trials", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def run_hyperopt(

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["error_histogram", "parity_plot", "timeseries_plot"]
 
 
-def _figure(size: tuple[float, float] = (4.5, 4.2)) -> Figure:
+def new_figure(size: tuple[float, float] = (4.5, 4.2)) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -31,7 +31,7 @@ def _figure(size: tuple[float, float] = (4.5, 4.2)) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png")
@@ -75,7 +75,7 @@ def parity_plot(
         ``path``.
     """
     t, p = _pair(y_true, y_pred)
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     finite = np.isfinite(t) & np.isfinite(p)
     lo = float(min(t[finite].min(), p[finite].min())) if finite.any() else 0.0
@@ -99,7 +99,7 @@ def parity_plot(
         ax.text(0.04, 0.96, text, transform=ax.transAxes, va="top", ha="left", fontsize=8)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def error_histogram(
@@ -136,7 +136,7 @@ def error_histogram(
     t, p = _pair(y_true, y_pred)
     err = p - t
     err = err[np.isfinite(err)]
-    fig = _figure((5.0, 3.6))
+    fig = new_figure((5.0, 3.6))
     ax = fig.add_subplot()
     if err.size:
         ax.hist(err, bins=bins, color="tab:blue", alpha=0.8)
@@ -149,7 +149,7 @@ def error_histogram(
     ax.set_ylabel("count")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def timeseries_plot(
@@ -187,7 +187,7 @@ def timeseries_plot(
     xs = np.asarray(x, dtype=float).ravel()
     if not series:
         raise ValueError("timeseries_plot needs at least one series")
-    fig = _figure((6.4, 3.6))
+    fig = new_figure((6.4, 3.6))
     ax = fig.add_subplot()
     for name, values in series.items():
         y = np.asarray(values, dtype=float).ravel()
@@ -203,4 +203,4 @@ def timeseries_plot(
     ax.legend(fontsize=8, loc="best")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -325,11 +325,11 @@ def sensitivity_plot(
 ) -> Path:
     """PNG: variance shares of the leading parameters, the active-subspace spectrum and the
     training-structure influence (in units of each QoI's first-order sigma)."""
-    from potlearn_ase.analysis.plots import _figure, _save
+    from potlearn_ase.analysis.plots import new_figure, save_figure
 
     Q = len(result.qoi_names)
     n_panels = 3 if influence is not None else 2
-    fig = _figure((4.2 * n_panels, 0.4 * Q + 3.0))
+    fig = new_figure((4.2 * n_panels, 0.4 * Q + 3.0))
     ax = fig.add_subplot(1, n_panels, 1)
     score = np.max(result.contributions, axis=0)
     cols = np.argsort(-score)[:top]
@@ -358,4 +358,4 @@ def sensitivity_plot(
         ax3.set_xlabel("training structure")
         ax3.set_title("influence / sigma", fontsize=9)
         fig.colorbar(im3, ax=ax3, shrink=0.8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -10,7 +10,6 @@ rejects a frame whose labels are not numbers of the right shape, naming file, fr
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from potlearn_ase.errors import DataFormatError, MissingLabelError
 
-__all__ = ["LabelKeys", "add_label_key_arguments", "apply_label_keys", "check_labels"]
+__all__ = ["LabelKeys", "apply_label_keys", "check_labels"]
 
 _VOIGT_FROM_3X3 = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])
 
@@ -48,23 +47,12 @@ class LabelKeys:
     virial: str = "virial"
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> LabelKeys:
-        """The keys given by :func:`add_label_key_arguments` options."""
+    def from_args(cls, args: Any) -> LabelKeys:
+        """The keys given by the ``--energy-key``... options (:mod:`potlearn_ase.cli.common`)."""
         return cls(
             energy=args.energy_key, forces=args.forces_key, stress=args.stress_key,
             virial=args.virial_key,
         )
-
-
-def add_label_key_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--energy-key``, ``--forces-key``, ``--stress-key`` and ``--virial-key``."""
-    d = LabelKeys()
-    parser.add_argument("--energy-key", default=d.energy, help="info key of the energy")
-    parser.add_argument("--forces-key", default=d.forces, help="per-atom array of the forces")
-    parser.add_argument("--stress-key", default=d.stress, help="info key of the stress")
-    parser.add_argument(
-        "--virial-key", default=d.virial, help="info key of a virial (used without a stress)"
-    )
 
 
 def _voigt(value: Any, where: str, key: str) -> np.ndarray:

@@ -10,14 +10,20 @@ eV/Angstrom^3) in its ``results``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from ase import Atoms
 
-from potlearn_ase.errors import DataFormatError, InvalidStructureError, MissingLabelError
+from potlearn_ase.errors import (
+    DataFormatError,
+    InvalidStructureError,
+    MissingLabelError,
+    UnknownElementError,
+)
 
-__all__ = ["check_structure", "get_labels", "require_labels"]
+__all__ = ["check_structure", "get_labels", "require_labels", "species_indices"]
 
 #: Smallest accepted volume (area, length) spanned by the periodic cell vectors, in Angstrom^k.
 MIN_MEASURE = 1e-8
@@ -182,3 +188,24 @@ def require_labels(
                     "keys (--energy-key, --forces-key, ... or LabelKeys) if they hold them"
                 )
         raise MissingLabelError(msg)
+
+
+def species_indices(numbers: Sequence[int] | np.ndarray, elements: Sequence[str]) -> np.ndarray:
+    """Map atomic numbers to indices into ``elements``.
+
+    Raises
+    ------
+    UnknownElementError
+        Naming the first element that is not in ``elements``.
+    """
+    from ase.data import atomic_numbers, chemical_symbols
+
+    table = {atomic_numbers[s]: k for k, s in enumerate(elements)}
+    numbers = np.asarray(numbers, dtype=np.int64)
+    out = np.empty(len(numbers), dtype=np.int64)
+    for k, z in enumerate(numbers):
+        try:
+            out[k] = table[int(z)]
+        except KeyError:
+            raise UnknownElementError(chemical_symbols[int(z)], list(elements)) from None
+    return out

@@ -14,37 +14,14 @@ Sign conventions (ASE): ``forces = -dE/dx``; ``stress = (1/V) dE/d(strain)`` in 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from ase import Atoms
 
-from potlearn_ase.errors import UnknownElementError
+from potlearn_ase.data.validate import species_indices
 
 __all__ = ["Descriptor", "DescriptorOutput", "species_indices", "strain_to_voigt_stress"]
-
-
-def species_indices(numbers: Sequence[int] | np.ndarray, elements: Sequence[str]) -> np.ndarray:
-    """Map atomic numbers to indices into ``elements``.
-
-    Raises
-    ------
-    UnknownElementError
-        Naming the first element that is not in ``elements``.
-    """
-    from ase.data import atomic_numbers, chemical_symbols
-
-    table = {atomic_numbers[s]: k for k, s in enumerate(elements)}
-    numbers = np.asarray(numbers, dtype=np.int64)
-    out = np.empty(len(numbers), dtype=np.int64)
-    for k, z in enumerate(numbers):
-        try:
-            out[k] = table[int(z)]
-        except KeyError:
-            raise UnknownElementError(chemical_symbols[int(z)], list(elements)) from None
-    return out
 
 
 def strain_to_voigt_stress(dEde: torch.Tensor, volume: float) -> torch.Tensor:

@@ -35,7 +35,7 @@ from potlearn_ase.descriptors.snap_config import SNAPConfig
 from potlearn_ase.errors import ConfigError, EngineError, PotlearnError
 
 if TYPE_CHECKING:
-    from potlearn_ase.lammpsutil import LammpsBox
+    from potlearn_ase.engines.lammps.library import LammpsBox
 
 __all__ = ["SNAPConfig", "SNAPDescriptor", "SNAPOutput", "bispectrum_indices"]
 
@@ -152,7 +152,7 @@ class SNAPDescriptor(Descriptor):
 
     def _instance(self) -> Any:
         if self._lmp is None:
-            from potlearn_ase.lammpsutil import new_lammps
+            from potlearn_ase.engines.lammps.library import new_lammps
 
             # under MPI every rank computes its own structures: one instance per rank
             mpi = sys.modules.get("mpi4py.MPI")
@@ -162,7 +162,7 @@ class SNAPDescriptor(Descriptor):
 
     def _setup(self, atoms: Atoms, species: np.ndarray) -> None:
         """Build the box, atoms and computes, or only move the atoms when nothing else changed."""
-        from potlearn_ase.lammpsutil import ase_order, atoms_to_lammps, lammps_box
+        from potlearn_ase.engines.lammps.library import ase_order, atoms_to_lammps, lammps_box
 
         lmp = self._instance()
         key = (

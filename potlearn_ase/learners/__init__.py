@@ -2,6 +2,7 @@
 
 from potlearn_ase.learners.otf import OnTheFlyLearner, OTFCalculator, OTFSettings
 from potlearn_ase.learners.reference import LabelResult, Reference
+from potlearn_ase.learners.run import run_otf
 from potlearn_ase.learners.triggers import (
     AdaptiveThreshold,
     Decision,
@@ -30,5 +31,6 @@ __all__ = [
     "RelativeThreshold",
     "Trigger",
     "TrustWindow",
+    "run_otf",
     "trigger_from_config",
 ]

@@ -139,7 +139,7 @@ class PoolLearner:
         )
         if self.labelled.any():
             log.info("resuming: %d pool structures already labelled", int(self.labelled.sum()))
-            from potlearn_ase.learners.pool_cli import read_learning_curve
+            from potlearn_ase.learners.report import read_learning_curve
 
             self.curve = read_learning_curve(self.run_dir, self.n_labelled)
 
@@ -376,7 +376,7 @@ class PoolLearner:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "learning_curve.json", "w") as fh:
             json.dump(summary, fh, indent=2)
-        from potlearn_ase.learners.pool_cli import plot_learning_curve
+        from potlearn_ase.learners.report import plot_learning_curve
 
         plot_learning_curve(self.curve, self.run_dir / "learning_curve.png")
         if self.model is not None:

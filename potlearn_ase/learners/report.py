@@ -1,13 +1,20 @@
-"""Plots of an on-the-fly run: uncertainty and threshold over time, labels over time."""
+"""Reports of learning runs: the on-the-fly run's uncertainty, threshold and labels over time,
+and the pool learner's learning curve (read back on resume, plotted)."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["write_plots"]
+__all__ = ["plot_learning_curve", "read_learning_curve", "write_plots"]
+
+log = logging.getLogger(__name__)
 
 
 def _measure(
@@ -88,3 +95,45 @@ def write_plots(
         )
     )
     return paths
+
+
+def read_learning_curve(
+    run_dir: str | os.PathLike | None, n_labelled: int
+) -> list[dict[str, Any]]:
+    """The learning curve that earlier runs wrote to ``run_dir`` (a resumed run continues it).
+
+    Points past ``n_labelled`` (the labels the store holds now) belong to another store and
+    are dropped; an unreadable file gives an empty curve, with a warning.
+    """
+    path = Path(run_dir) / "learning_curve.json" if run_dir is not None else None
+    if path is None or not path.exists():
+        return []
+    try:
+        curve = json.loads(path.read_text()).get("curve", [])
+    except (OSError, ValueError, AttributeError) as exc:
+        log.warning("%s: earlier learning curve not readable (%s); starting a new one", path, exc)
+        return []
+    return [p for p in curve if p.get("n_labels", 0) <= n_labelled]
+
+
+def plot_learning_curve(curve: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Force RMSE against the number of labels (validation, and prequential per batch)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.5, 3.6), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for key, label in (("val_force_rmse", "validation"), ("batch_force_rmse", "next batch")):
+        pts = [(p["n_labels"], p[key]) for p in curve if p.get(key) is not None]
+        if pts:
+            x, y = zip(*pts)
+            ax.plot(x, y, "o-", ms=3, label=label)
+    ax.set_xlabel("labelled structures")
+    ax.set_ylabel("force RMSE (eV/A)")
+    ax.set_yscale("log")
+    ax.legend()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    return out

@@ -51,6 +51,7 @@ __all__ = [
     "StructureSpec",
     "ValidationSpec",
     "build_structure",
+    "fit_run_model",
     "run_otf",
 ]
 
@@ -119,7 +120,8 @@ def _make_dynamics(atoms: Atoms, md: MDSpec, rng: np.random.Generator):
     )
 
 
-def _fit(cfg: OTFRunConfig, frames: list[Atoms], elements: list[str], seed: int):
+def fit_run_model(cfg: OTFRunConfig, frames: list[Atoms], elements: list[str], seed: int):
+    """The committee that ``cfg.model`` describes, fitted to ``frames`` (the run's labels)."""
     m = cfg.model
     desc = ACEDescriptor(
         elements,
@@ -268,7 +270,7 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
     rng = np.random.default_rng(md.seed)
     if len(store) == 0:
         label_initial(start, reference, store, cfg.initial, rng)
-    model = _fit(cfg, store.frames(), elements, md.seed)
+    model = fit_run_model(cfg, store.frames(), elements, md.seed)
     calc = CommitteeCalculator(model=model, calibration=1.0)
     learner = OnTheFlyLearner(
         calc,

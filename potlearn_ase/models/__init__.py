@@ -9,6 +9,7 @@ from potlearn_ase.models.calibration import (
     force_errors_and_spread,
 )
 from potlearn_ase.models.linear import LinearCommittee, LinearFitConfig, design_rows, fit_linear
+from potlearn_ase.models.posterior import NormalEquations, Posterior, solve_posterior
 from potlearn_ase.models.serialize import load_model, save_model
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "CommitteePrediction",
     "LinearCommittee",
     "LinearFitConfig",
+    "NormalEquations",
+    "Posterior",
     "attach_active_set",
     "calibrate",
     "cross_validated_calibration",
@@ -26,4 +29,5 @@ __all__ = [
     "force_errors_and_spread",
     "load_model",
     "save_model",
+    "solve_posterior",
 ]

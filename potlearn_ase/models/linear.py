@@ -1,7 +1,7 @@
 """Linear potentials ``E = sum_i (b_{Z_i} + w_{Z_i} . B_i)`` with a Bayesian committee.
 
 The weights are fitted by weighted ridge least squares on energies, forces and stress
-(:mod:`potlearn_ase.training.least_squares`); committee members are draws from the Gaussian
+(:mod:`potlearn_ase.models.posterior`); committee members are draws from the Gaussian
 posterior of the weights. All members share one descriptor pass and one set of descriptor
 derivatives, so eight members cost little more than one.
 """
@@ -21,7 +21,7 @@ from ase.data import atomic_numbers
 from potlearn_ase.data.validate import get_labels, require_labels
 from potlearn_ase.descriptors.base import Descriptor
 from potlearn_ase.models.base import CommitteeModel, threads_for
-from potlearn_ase.training.least_squares import NormalEquations, Posterior, solve_posterior
+from potlearn_ase.models.posterior import NormalEquations, Posterior, solve_posterior
 
 __all__ = ["LinearFitConfig", "LinearCommittee", "fit_linear", "design_rows"]
 

@@ -117,7 +117,7 @@ def model_from_state(
     hp = header["hyperparameters"]
     if kind == "linear":
         from potlearn_ase.models.linear import LinearCommittee, LinearFitConfig
-        from potlearn_ase.training.least_squares import NormalEquations, Posterior
+        from potlearn_ase.models.posterior import NormalEquations, Posterior
 
         coef = _need(tensors, "coef", where)
         posterior = None

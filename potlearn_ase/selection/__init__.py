@@ -10,7 +10,6 @@ from potlearn_ase.selection.fps import farthest_point_sampling, structure_featur
 __all__ = ["farthest_point_sampling", "fps", "structure_features"]
 
 # selectors with the common signature, the registry and the low-rank kernels
-from potlearn_ase.selection.cli import FPSSelector, RandomSelector, get_selector  # noqa: E402
 from potlearn_ase.selection.clustering import DBSCANSelector, KMeansSelector  # noqa: E402
 from potlearn_ase.selection.doptimal import (  # noqa: E402
     DOptimalSelector,
@@ -24,9 +23,18 @@ from potlearn_ase.selection.dpp import (  # noqa: E402
     sample_k_dpp,
 )
 from potlearn_ase.selection.kernels import Kernel, descriptor_features  # noqa: E402
+from potlearn_ase.selection.registry import (  # noqa: E402
+    SELECTORS,
+    FPSSelector,
+    RandomSelector,
+    Selector,
+    get_selector,
+)
 from potlearn_ase.selection.variance import VarianceSelector, variance_reduction  # noqa: E402
 
 __all__ += [
+    "SELECTORS",
+    "Selector",
     "DBSCANSelector",
     "DOptimalSelector",
     "DPPSelector",

@@ -1,5 +1,10 @@
-"""Training: least squares (linear) and the torch trainer (neural)."""
+"""Training of neural committees (torch trainer, warm start, devices) and committee training
+spread over MPI ranks. Linear models are fitted in closed form by :mod:`potlearn_ase.models`."""
 
-from potlearn_ase.training.least_squares import NormalEquations, Posterior, solve_posterior
+from potlearn_ase._moved import moved_attribute
 
-__all__ = ["NormalEquations", "Posterior", "solve_posterior"]
+__getattr__ = moved_attribute(
+    __name__,
+    {name: "potlearn_ase.models.posterior" for name in ("NormalEquations", "Posterior",
+                                                        "solve_posterior")},
+)

@@ -45,7 +45,7 @@ from potlearn_ase.descriptors.base import Descriptor
 from potlearn_ase.errors import ConfigError
 from potlearn_ase.models.linear import LinearCommittee, LinearFitConfig, design_rows
 from potlearn_ase.models.neural import NeuralCommittee
-from potlearn_ase.training.least_squares import NormalEquations
+from potlearn_ase.models.posterior import NormalEquations
 from potlearn_ase.training.trainer import NeuralTrainConfig, TrainingHistory, train_neural
 
 if TYPE_CHECKING:

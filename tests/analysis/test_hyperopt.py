@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from potlearn_ase.analysis.cli import add_hyperopt_subparser
 from potlearn_ase.analysis.hyperopt import (
     FloatRange,
     HyperoptConfig,
@@ -19,6 +18,7 @@ from potlearn_ase.analysis.hyperopt import (
     pareto_front,
     run_hyperopt,
 )
+from potlearn_ase.cli.analysis import add_hyperopt_subparser
 from potlearn_ase.config import from_mapping
 from potlearn_ase.data.io import write
 from potlearn_ase.descriptors import ACEConfig, ACEDescriptor

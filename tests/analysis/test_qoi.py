@@ -10,7 +10,6 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from potlearn_ase.analysis.cli import add_qoi_subparser, structure_from_spec
 from potlearn_ase.analysis.qoi import (
     compute_qois,
     elastic_constants,
@@ -22,6 +21,7 @@ from potlearn_ase.analysis.qoi import (
     vacancy_formation_energy,
 )
 from potlearn_ase.calculators import CommitteeCalculator
+from potlearn_ase.cli.analysis import add_qoi_subparser, structure_from_spec
 from potlearn_ase.data.generate import label
 from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
 from potlearn_ase.errors import ConfigError

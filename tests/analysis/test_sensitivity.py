@@ -128,8 +128,8 @@ def test_qoi_command_with_sensitivity_and_influence(fitted, tmp_path, capsys):
 
     from ase.io import write
 
-    from potlearn_ase.analysis.cli import add_qoi_subparser
     from potlearn_ase.calculators import CommitteeCalculator
+    from potlearn_ase.cli.analysis import add_qoi_subparser
 
     model, frames = fitted
     CommitteeCalculator(model=model).save(tmp_path / "m.pt")

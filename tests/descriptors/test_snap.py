@@ -13,8 +13,7 @@ from ase import Atoms
 from ase.build import bulk, fcc111
 
 from potlearn_ase.descriptors.base import strain_to_voigt_stress
-from potlearn_ase.errors import ConfigError, EngineError, InvalidStructureError, UnknownElementError
-from potlearn_ase.lammpsutil import (
+from potlearn_ase.engines.lammps.library import (
     ase_order,
     atoms_to_lammps,
     import_lammps,
@@ -22,6 +21,7 @@ from potlearn_ase.lammpsutil import (
     new_lammps,
     vectors_to_ase,
 )
+from potlearn_ase.errors import ConfigError, EngineError, InvalidStructureError, UnknownElementError
 from tests.conftest import finite_difference_forces, finite_difference_stress
 
 try:

@@ -20,14 +20,14 @@ import pytest
 from ase.units import Bohr, Hartree
 
 from potlearn_ase.calculators import CommitteeCalculator
-from potlearn_ase.calculators.ipi import (
+from potlearn_ase.cli.ipi import add_subparser
+from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+from potlearn_ase.engines.ipi.client import (
     IPIClient,
-    add_subparser,
     committee_extras,
     launch_ipi,
     socket_path,
 )
-from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
 from potlearn_ase.errors import ConfigError, EngineError
 from potlearn_ase.models import LinearFitConfig, fit_linear
 
@@ -176,7 +176,7 @@ def test_pimd_learning_labels_uncertain_beads_with_emt(tmp_path, cu_train):
 
     from potlearn_ase.data.store import LabelStore
     from potlearn_ase.data.validate import get_labels
-    from potlearn_ase.learners.engines.ipi import run_ipi_learning
+    from potlearn_ase.engines.ipi.learning import run_ipi_learning
 
     steps = 3
     desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=6, l_max=2))
@@ -272,7 +272,7 @@ def test_client_refuses_remote_hosts_and_reports_a_missing_server(rattled_cu, mo
 
 
 def test_learn_config_errors_name_the_key(tmp_path, rattled_cu, model_path):
-    from potlearn_ase.learners.engines.ipi import run_ipi_learning
+    from potlearn_ase.engines.ipi.learning import run_ipi_learning
 
     cfg = tmp_path / "learn.yaml"
     cfg.write_text("reference: emt\ntrigger: {kind: fixed, max_force_std: 0.05}\nrun_dirr: x\n")

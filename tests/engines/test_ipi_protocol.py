@@ -9,7 +9,7 @@ import pytest
 from ase.build import bulk
 from ase.units import Bohr, Hartree
 
-from potlearn_ase.calculators.ipi_protocol import (
+from potlearn_ase.engines.ipi.protocol import (
     FORCEREADY,
     HDRLEN,
     check_init,

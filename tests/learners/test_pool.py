@@ -10,13 +10,13 @@ import pytest
 from ase.build import bulk
 
 import potlearn_ase
+from potlearn_ase.cli.al import add_subparser
 from potlearn_ase.data.generate import reference_md_frames
 from potlearn_ase.data.io import write
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
 from potlearn_ase.errors import ConfigError, UnknownElementError
 from potlearn_ase.learners.pool import PoolLearner, PoolSettings
-from potlearn_ase.learners.pool_cli import add_subparser
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.models import (
     LinearFitConfig,

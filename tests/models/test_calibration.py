@@ -13,7 +13,7 @@ from potlearn_ase.models import (
     fit_linear,
     force_errors_and_spread,
 )
-from potlearn_ase.training.least_squares import NormalEquations
+from potlearn_ase.models.posterior import NormalEquations
 
 
 @pytest.fixture(scope="module")

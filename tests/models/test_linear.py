@@ -7,8 +7,7 @@ import pytest
 
 from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
 from potlearn_ase.errors import MissingLabelError
-from potlearn_ase.models import LinearFitConfig, fit_linear
-from potlearn_ase.training import NormalEquations, solve_posterior
+from potlearn_ase.models import LinearFitConfig, NormalEquations, fit_linear, solve_posterior
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from potlearn_ase.data.generate import label
-from potlearn_ase.errors import EngineError
-from potlearn_ase.lammpsutil import (
+from potlearn_ase.engines.lammps.library import (
     ase_order,
     atoms_to_lammps,
     import_lammps,
@@ -19,6 +18,7 @@ from potlearn_ase.lammpsutil import (
     tensor_to_ase,
     vectors_to_ase,
 )
+from potlearn_ase.errors import EngineError
 
 try:
     import_lammps()
@@ -26,7 +26,7 @@ except EngineError as exc:  # pragma: no cover - depends on the installation
     pytest.skip(f"LAMMPS not available: {exc}", allow_module_level=True)
 
 from potlearn_ase.descriptors.snap import SNAPConfig, SNAPDescriptor  # noqa: E402
-from potlearn_ase.models.snap_export import snap_pair_commands, write_snap_files  # noqa: E402
+from potlearn_ase.engines.lammps.snap_export import snap_pair_commands, write_snap_files  # noqa: E402
 
 
 def _pair_snap(atoms: Atoms, desc: SNAPDescriptor, coeff, param):

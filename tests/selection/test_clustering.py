@@ -9,10 +9,10 @@ import pytest
 from ase.io import read as ase_read
 from scipy.spatial.distance import pdist
 
+from potlearn_ase.cli.select import SELECTORS, add_subparser, get_selector
 from potlearn_ase.data.generate import reference_md_frames
 from potlearn_ase.data.io import write
 from potlearn_ase.errors import ConfigError
-from potlearn_ase.selection.cli import SELECTORS, add_subparser, get_selector
 from potlearn_ase.selection.clustering import (
     DBSCANSelector,
     KMeansSelector,

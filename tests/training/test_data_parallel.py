@@ -165,7 +165,7 @@ def test_cli_split_structures_reproduced_by_serial_shards(data_dir):
         [
             sys.executable,
             "-m",
-            "potlearn_ase.training.cli",
+            "potlearn_ase.cli.train",
             *common,
             "--shards",
             "2",
@@ -181,7 +181,7 @@ def test_cli_split_structures_reproduced_by_serial_shards(data_dir):
             "2",
             sys.executable,
             "-m",
-            "potlearn_ase.training.cli",
+            "potlearn_ase.cli.train",
             *common,
             "-o",
             "dp-mpi.pt",

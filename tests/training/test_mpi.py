@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
+from potlearn_ase.cli.train import add_subparser
 from potlearn_ase.data.io import write
 from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
 from potlearn_ase.models.neural import NeuralCommittee
-from potlearn_ase.training.cli import add_subparser
 from potlearn_ase.training.mpi import member_blocks
 from potlearn_ase.training.trainer import NeuralTrainConfig, train_neural
 
@@ -56,7 +56,7 @@ def _run(cmd: list[str], cwd: Path, timeout: float = 120) -> subprocess.Complete
 
 _SERIAL = (
     "import sys\n"
-    "from potlearn_ase.training.cli import main\n"
+    "from potlearn_ase.cli.train import main\n"
     "rc = main(sys.argv[1:])\n"
     "assert 'mpi4py' not in sys.modules, 'a serial run imported mpi4py'\n"
     "sys.exit(rc)\n"
@@ -103,7 +103,7 @@ def test_mpiexec_two_ranks_equals_serial(data_dir, kind, extra):
             "2",
             sys.executable,
             "-m",
-            "potlearn_ase.training.cli",
+            "potlearn_ase.cli.train",
             *args,
             "-o",
             f"{kind}-mpi.pt",

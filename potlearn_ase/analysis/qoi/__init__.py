@@ -37,7 +37,7 @@ from potlearn_ase.analysis.qoi.base import (
     QoI,
     QoIReport,
     Source,
-    _mean_only,
+    mean_only,
     member_predictor,
     posterior_committee,
 )
@@ -125,7 +125,7 @@ def compute_qois(
     if "eos" in which or relax_lattice:
         eos = equation_of_state(predict, atoms)
         if relax_lattice:
-            mean_E = member_predictor(_mean_only(source))
+            mean_E = member_predictor(mean_only(source))
             v0 = equation_of_state(mean_E, atoms)["volume_per_atom"].mean * len(atoms)
             structure.set_cell(atoms.cell * (v0 / atoms.get_volume()) ** (1 / 3), scale_atoms=True)
         if "eos" in which:

@@ -213,13 +213,13 @@ def member_predictor(source: Source) -> Predictor:
     raise TypeError(f"expected a CommitteeModel or an ASE Calculator, got {type(source).__name__}")
 
 
-def _as_predictor(source: Source | Predictor) -> Predictor:
+def as_predictor(source: Source | Predictor) -> Predictor:
     if isinstance(source, (CommitteeModel, Calculator)):
         return member_predictor(source)
     return source
 
 
-def _mean_calculator(source: Source) -> Calculator:
+def mean_calculator(source: Source) -> Calculator:
     """The calculator that drives relaxations and MD: the committee mean, or ``source``."""
     from potlearn_ase.calculators.committee import CommitteeCalculator
 
@@ -256,7 +256,7 @@ def conventional_cell(atoms: Atoms, *, symprec: float = 1e-3) -> Atoms | None:
     return out
 
 
-def _lattice_parameter(atoms: Atoms) -> float:
+def lattice_parameter(atoms: Atoms) -> float:
     """``a`` of the standard conventional cell (``a`` of the input cell's Bravais lattice
     without spglib; the cube root of the volume per atom as a last resort)."""
     conv = conventional_cell(atoms)
@@ -268,12 +268,12 @@ def _lattice_parameter(atoms: Atoms) -> float:
         return float((atoms.get_volume() / len(atoms)) ** (1.0 / 3.0))
 
 
-def _repeat_for(atoms: Atoms, min_atoms: int) -> Atoms:
+def repeat_for(atoms: Atoms, min_atoms: int) -> Atoms:
     n = max(1, int(np.ceil((min_atoms / len(atoms)) ** (1.0 / 3.0) - 1e-9)))
     return atoms.repeat(n)
 
 
-def _mean_only(source: Source) -> Source:
+def mean_only(source: Source) -> Source:
     """A one-member committee holding the mean of a linear committee (else ``source``)."""
     from potlearn_ase.models.linear import LinearCommittee
 

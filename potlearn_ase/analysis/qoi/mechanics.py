@@ -11,12 +11,12 @@ from potlearn_ase.analysis.qoi.base import (
     Predictor,
     QoI,
     Source,
-    _as_predictor,
-    _lattice_parameter,
-    _mean_calculator,
-    _repeat_for,
+    as_predictor,
     conventional_cell,
+    lattice_parameter,
+    mean_calculator,
     member_predictor,
+    repeat_for,
 )
 from potlearn_ase.errors import InvalidStructureError
 
@@ -49,7 +49,7 @@ def equation_of_state(
     """
     from ase.eos import EquationOfState
 
-    predict = _as_predictor(source)
+    predict = as_predictor(source)
     if not atoms.pbc.all():
         raise ValueError("equation_of_state needs a fully periodic structure")
     V = atoms.get_volume()
@@ -69,7 +69,7 @@ def equation_of_state(
         e0.append(e)
         B.append(b)
     v0a, n = np.array(v0), len(atoms)
-    a_ref = _lattice_parameter(atoms)
+    a_ref = lattice_parameter(atoms)
     return {
         "lattice_constant": QoI("lattice_constant", "A", a_ref * (v0a / V) ** (1.0 / 3.0)),
         "volume_per_atom": QoI("volume_per_atom", "A^3", v0a / n),
@@ -97,7 +97,7 @@ def elastic_constants(
     C : np.ndarray
         ``(M, 6, 6)`` in GPa, in the axes of the conventional cell.
     """
-    predict = _as_predictor(source)
+    predict = as_predictor(source)
     conv = conventional_cell(atoms)
     if conv is None:
         logger.warning("no symmetry found: elastic constants in the input cell's x, y, z axes")
@@ -131,7 +131,7 @@ def elastic_constants(
 
 def vacancy_cell(atoms: Atoms, min_atoms: int = 32) -> Atoms:
     """``atoms`` repeated to at least ``min_atoms`` atoms, with atom 0 removed (unrelaxed)."""
-    vac = _repeat_for(atoms, min_atoms)
+    vac = repeat_for(atoms, min_atoms)
     del vac[0]
     return vac
 
@@ -158,11 +158,11 @@ def vacancy_formation_energy(
             f"{atoms.get_chemical_formula()} needs chemical potentials for its species"
         )
     predict = member_predictor(source)
-    perfect = _repeat_for(atoms, min_atoms)
+    perfect = repeat_for(atoms, min_atoms)
     n = len(perfect)
     vac = vacancy_cell(atoms, min_atoms)
     if relax:
-        vac.calc = _mean_calculator(source)
+        vac.calc = mean_calculator(source)
         opt = BFGS(vac, logfile=None)
         converged = opt.run(fmax=fmax, steps=steps)
         if not converged:

@@ -172,11 +172,11 @@ def phonon_band_plot(
 
     A ``reference`` (e.g. the reference calculator's phonons) is drawn as dashed lines.
     """
-    from potlearn_ase.analysis.plots import _figure, _save
+    from potlearn_ase.analysis.plots import new_figure, save_figure
 
     if not result.bands.size:
         raise ValueError("phonon_band_plot needs bands: compute phonons(..., bands=True)")
-    fig = _figure((7.0, 4.0))
+    fig = new_figure((7.0, 4.0))
     has_dos = bool(result.dos.size)
     gs = fig.add_gridspec(1, 2, width_ratios=(3, 1)) if has_dos else fig.add_gridspec(1, 1)
     ax = fig.add_subplot(gs[0, 0])
@@ -218,4 +218,4 @@ def phonon_band_plot(
             ax2.plot(reference.dos.mean(0), reference.dos_frequencies, color="k", lw=1, ls="--")
         ax2.set_xlabel("DOS")
         ax2.tick_params(labelleft=False)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -10,9 +10,9 @@ from ase import Atoms, units
 from potlearn_ase.analysis.qoi.base import (
     QoI,
     Source,
-    _mean_calculator,
-    _repeat_for,
+    mean_calculator,
     member_predictor,
+    repeat_for,
 )
 
 __all__ = ["RDFResult", "rdf"]
@@ -85,8 +85,8 @@ def rdf(
     from potlearn_ase.data.generate import thermalize
 
     gen = np.random.default_rng(rng)
-    cell = _repeat_for(atoms, min_atoms)
-    cell.calc = _mean_calculator(source)
+    cell = repeat_for(atoms, min_atoms)
+    cell.calc = mean_calculator(source)
     predict = member_predictor(source)
     if r_max is None:
         # half the smallest perpendicular width: no double counting of periodic images

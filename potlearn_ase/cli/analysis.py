@@ -101,8 +101,10 @@ def add_hyperopt_subparser(subparsers: Any) -> None:
     )
     p.add_argument("config", help="YAML: train, val, space, method, n_trials, cost_weight, ...")
     p.add_argument("--output-dir", default=None, help="where trials.json and pareto.png go")
-    p.add_argument("--method", choices=["grid", "random", "lhs", "tpe"], default=None)
-    p.add_argument("--n-trials", type=int, default=None)
+    p.add_argument("--method", choices=["grid", "random", "lhs", "tpe"], default=None,
+                   help="search method (overrides the configuration's)")
+    p.add_argument("--n-trials", type=int, default=None,
+                   help="number of trials (overrides the configuration's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_hyperopt)
 
@@ -224,7 +226,7 @@ def add_qoi_subparser(subparsers: Any) -> None:
     p.add_argument("--reference", default=None, help="also compute with a reference, e.g. emt")
     p.add_argument("--plot", default=None, help="PNG of phonon bands with a sigma band")
     p.add_argument("--json", default=None, help="write the table as JSON")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the posterior samples")
     p.add_argument(
         "--sensitivity", nargs="?", type=int, const=0, default=None, metavar="N",
         help="linear models: QoI gradients along the N leading posterior directions (all "

@@ -14,9 +14,9 @@ from typing import Any
 
 from ase import Atoms
 
-from potlearn_ase.calculators.lammps_driver import read_deck
+from potlearn_ase.engines.lammps.driver import read_deck
+from potlearn_ase.engines.lammps.library import new_lammps
 from potlearn_ase.errors import ConfigError, EngineError
-from potlearn_ase.lammpsutil import new_lammps
 
 __all__ = ["native_snap_commands", "run_native", "snap_reexport_hook"]
 
@@ -36,7 +36,7 @@ def native_snap_commands(
     to ``prefix.snapcoeff`` / ``prefix.snapparam`` and LAMMPS evaluates them natively (all
     MPI ranks, LAMMPS speed; no uncertainty at run time).
     """
-    from potlearn_ase.models.snap_export import snap_pair_commands, write_snap_files
+    from potlearn_ase.engines.lammps.snap_export import snap_pair_commands, write_snap_files
 
     if getattr(model.descriptor, "family", None) != "snap" or not hasattr(model, "mean_coef"):
         raise ConfigError("--native needs a linear model on a SNAP descriptor")
@@ -74,7 +74,7 @@ def snap_reexport_hook(prefix: str | os.PathLike) -> Callable[[Any, Atoms], None
     After every retrain the ``pair_style snap`` coefficient and parameter files at ``prefix``
     hold the new committee mean, so a native LAMMPS run can pick up the learned potential.
     """
-    from potlearn_ase.models.snap_export import write_snap_files
+    from potlearn_ase.engines.lammps.snap_export import write_snap_files
 
     def hook(learner: Any, _atoms: Atoms) -> None:
         model = learner.model

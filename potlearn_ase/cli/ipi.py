@@ -1,10 +1,10 @@
 """``potlearn ipi``: serve a model to a running i-PI, optionally learning on the fly.
 
 The command reads the model and the structure i-PI starts from, connects an
-:class:`~potlearn_ase.calculators.ipi.IPIClient` to i-PI's socket and answers its force
+:class:`~potlearn_ase.engines.ipi.client.IPIClient` to i-PI's socket and answers its force
 requests until i-PI sends EXIT; with ``--learn CONFIG`` it runs
-:func:`~potlearn_ase.learners.engines.ipi.run_ipi_learning` instead. :func:`add_subparser`
-registers the command (it is importable from :mod:`potlearn_ase.calculators.ipi` too).
+:func:`~potlearn_ase.engines.ipi.learning.run_ipi_learning` instead. :func:`add_subparser`
+registers the command.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from ase import Atoms
 
-from potlearn_ase.calculators.ipi_protocol import DEFAULT_SOCKETS_PREFIX
+from potlearn_ase.engines.ipi.protocol import DEFAULT_SOCKETS_PREFIX
 from potlearn_ase.errors import ConfigError
 
 __all__ = ["add_subparser"]
@@ -37,7 +37,7 @@ def _read_structure(path: str) -> Atoms:
 
 def _cmd_ipi(args: argparse.Namespace) -> int:
     import potlearn_ase
-    from potlearn_ase.calculators.ipi import IPIClient
+    from potlearn_ase.engines.ipi.client import IPIClient
 
     atoms = _read_structure(args.structure)
     calc = potlearn_ase.load(args.model)
@@ -49,7 +49,7 @@ def _cmd_ipi(args: argparse.Namespace) -> int:
     if args.resume and not args.learn:
         raise ConfigError("--resume continues a learning run: give --learn config.yaml")
     if args.learn:
-        from potlearn_ase.learners.engines.ipi import run_ipi_learning
+        from potlearn_ase.engines.ipi.learning import run_ipi_learning
 
         summary = run_ipi_learning(calc, atoms, args.learn, resume=args.resume, **where)
         print(json.dumps(summary, indent=2, default=float))

@@ -48,8 +48,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.data import atomic_numbers
 
+from potlearn_ase.engines.lammps.library import new_lammps
 from potlearn_ase.errors import ConfigError, EngineError
-from potlearn_ase.lammpsutil import new_lammps
 
 __all__ = ["LammpsDriver", "read_deck"]
 
@@ -95,7 +95,7 @@ class LammpsDriver:
     step : callable, optional
         Instead of ``calculator``: ``step(atoms, ntimestep) -> results`` (ASE names, at least
         ``energy`` and ``forces``); the on-the-fly learner's adapter
-        (:class:`potlearn_ase.learners.engines.lammps.LammpsLearnerAdapter`) is one.
+        (:class:`potlearn_ase.engines.lammps.learning.LammpsLearnerAdapter`) is one.
     elements : sequence of str, optional
         Chemical symbol of each LAMMPS atom type (1, 2, ...); default: the deck's
         ``# potlearn elements`` line.
@@ -104,7 +104,7 @@ class LammpsDriver:
     variables : dict, optional
         ``-var NAME VALUE`` settings (e.g. ``{"steps": 50}``).
     log : bool or str
-        LAMMPS log file (see :func:`potlearn_ase.lammpsutil.new_lammps`).
+        LAMMPS log file (see :func:`potlearn_ase.engines.lammps.library.new_lammps`).
     """
 
     def __init__(

@@ -130,7 +130,7 @@ def snap_pair_commands(
 
     Atom types follow ``type_elements`` (type 1 is the first symbol; each must be one of the
     descriptor's elements), by default ``descriptor.elements``, as made by
-    :func:`potlearn_ase.lammpsutil.atoms_to_lammps`.
+    :func:`potlearn_ase.engines.lammps.library.atoms_to_lammps`.
 
     Returns
     -------

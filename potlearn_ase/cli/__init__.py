@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from potlearn_ase import __version__
-from potlearn_ase.data.labels import add_label_key_arguments
+from potlearn_ase.cli.common import DefaultsHelpFormatter, add_label_key_arguments
 from potlearn_ase.errors import ConfigError, PotlearnError, UnknownElementError
 
 __all__ = ["main", "DEMO_CONFIG"]
@@ -162,7 +162,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             NeuralTrainConfig(n_members=args.members, epochs=args.epochs, seed=args.seed),
             progress=True,
         )
-    from potlearn_ase.training.cli import save_calibrated
+    from potlearn_ase.cli.train import save_calibrated
 
     return save_calibrated(model, train, val, args.output)
 
@@ -253,17 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in _EXTENSIONS:
         importlib.import_module(module).add_subparser(sub)
+    for command in sub.choices.values():  # every option's help ends with its default
+        command.formatter_class = DefaultsHelpFormatter
     return p
 
 
 #: modules that register further sub-commands (each has ``add_subparser(subparsers)``)
 _EXTENSIONS = [
-    "potlearn_ase.calculators.ipi",
-    "potlearn_ase.calculators.lammps_cli",
-    "potlearn_ase.selection.cli",
-    "potlearn_ase.learners.pool_cli",
-    "potlearn_ase.training.cli",
-    "potlearn_ase.analysis.cli",
+    "potlearn_ase.cli.ipi",
+    "potlearn_ase.cli.lammps",
+    "potlearn_ase.cli.select",
+    "potlearn_ase.cli.al",
+    "potlearn_ase.cli.train",
+    "potlearn_ase.cli.analysis",
 ]
 
 

@@ -6,7 +6,7 @@ that driver for any ASE calculator. For a committee (:class:`~.CommitteeCalculat
 sends, in the JSON *extras* string of every reply, the committee members in the keys that
 i-PI's ``<ffcommittee>`` reads with ``<parse_json>true</parse_json>``, calibrated and centred
 on the energetics sent, so i-PI's own ``<alpha>`` must be 1 (see
-:mod:`potlearn_ase.calculators.ipi_protocol` for the keys, their units and the bytes of every
+:mod:`potlearn_ase.engines.ipi.protocol` for the keys, their units and the bytes of every
 message).
 
 The protocol sends positions and the cell only: the client takes the species (and
@@ -18,12 +18,12 @@ Examples
 --------
 With ``i-pi input.xml`` running (``<ffsocket mode="unix"><address>cu</address>``)::
 
-    from potlearn_ase.calculators.ipi import IPIClient
+    from potlearn_ase.engines.ipi.client import IPIClient
     client = IPIClient.from_calculator(potlearn_ase.load("model.pt"), atoms, unixsocket="cu")
     client.run()          # returns when i-PI sends EXIT
 
 or ``potlearn ipi --model model.pt --socket cu --structure init.xyz``
-(:mod:`potlearn_ase.calculators.ipi_cli`).
+(:mod:`potlearn_ase.cli.ipi`).
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ from typing import Any
 
 from ase import Atoms
 
-from potlearn_ase.calculators.ipi_cli import add_subparser
-from potlearn_ase.calculators.ipi_protocol import (
+from potlearn_ase.engines.ipi.protocol import (
     DEFAULT_SOCKETS_PREFIX,
     EXIT,
     GETFORCE,
@@ -66,7 +65,6 @@ __all__ = [
     "DEFAULT_SOCKETS_PREFIX",
     "IPIClient",
     "IPIClientStats",
-    "add_subparser",
     "committee_extras",
     "launch_ipi",
     "socket_path",

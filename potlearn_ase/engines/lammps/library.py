@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from potlearn_ase.descriptors.base import species_indices
+from potlearn_ase.data.validate import species_indices
 from potlearn_ase.errors import EngineError, InvalidStructureError
 
 __all__ = [

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
-from potlearn_ase.calculators.lammps_driver import LammpsDriver
+from potlearn_ase.engines.lammps.driver import LammpsDriver
 from potlearn_ase.errors import ConfigError
 
 __all__ = ["add_subparser"]
@@ -30,7 +29,7 @@ def _cmd_lammps(args: Any) -> int:
         path = args.model if args.native is True else args.native
         if path is None:
             raise ConfigError("--native needs a model file: --native model.pt")
-        from potlearn_ase.calculators.lammps_native import run_native
+        from potlearn_ase.engines.lammps.native import run_native
 
         lmp = run_native(
             args.deck, potlearn_ase.load(path).model, prefix=args.snap_prefix,
@@ -40,7 +39,7 @@ def _cmd_lammps(args: Any) -> int:
         lmp.close()
         return 0
     if args.learn:
-        from potlearn_ase.learners.engines.lammps import run_lammps_learning
+        from potlearn_ase.engines.lammps.learning import run_lammps_learning
 
         summary = run_lammps_learning(
             args.deck,
@@ -76,7 +75,6 @@ def add_subparser(subparsers: Any) -> None:
         "lammps",
         help="run a LAMMPS deck with a committee model (optionally learning on the fly)",
         description=_driver_doc(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("deck", help="LAMMPS input with pair_style zero and fix external pf/callback")
     p.add_argument("--model", help="model file (potlearn fit / otf)")
@@ -107,6 +105,6 @@ def add_subparser(subparsers: Any) -> None:
 
 
 def _driver_doc() -> str:
-    from potlearn_ase.calculators import lammps_driver
+    from potlearn_ase.engines.lammps import driver as lammps_driver
 
     return lammps_driver.__doc__ or ""

@@ -5,7 +5,7 @@ run); the adapter hands each to :meth:`~potlearn_ase.learners.otf.OnTheFlyLearne
 returns the learner's results to i-PI. A bead whose calibrated force spread passes the trigger
 is labelled by the reference; its reference energy and forces go back to i-PI for that
 evaluation, and the committee members in the extras are re-centred on them (see
-:mod:`potlearn_ase.calculators.ipi`). The model is updated before the next bead.
+:mod:`potlearn_ase.engines.ipi.client`). The model is updated before the next bead.
 
 i-PI cannot be rewound from the driver: a *reject* decision is logged and counted, and the
 committee prediction is returned (widen ``reject_above`` or leave it out under i-PI).
@@ -34,10 +34,10 @@ from typing import Any
 from ase import Atoms
 
 from potlearn_ase.calculators.committee import CommitteeCalculator
-from potlearn_ase.calculators.ipi import IPIClient
 from potlearn_ase.config import from_mapping, read_config_file
 from potlearn_ase.data.store import LabelStore
-from potlearn_ase.learners.engines.config import EngineLearnConfig, prepare_run_dir
+from potlearn_ase.engines.ipi.client import IPIClient
+from potlearn_ase.engines.learning import EngineLearnConfig, prepare_run_dir
 from potlearn_ase.learners.otf import OnTheFlyLearner
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.triggers import Decision, trigger_from_config

@@ -12,7 +12,7 @@ default: the result equals the serial one for the same ``--seed``) or the struct
 batch (``--split structures``: data parallel and faster; the result equals a serial run with
 ``--split structures --shards R`` for ``R`` ranks, and a plain serial run to rounding), see
 :mod:`potlearn_ase.training.mpi`; rank 0 writes the model. ``python -m
-potlearn_ase.training.cli train ...`` runs the same command without the ``potlearn`` entry
+potlearn_ase.cli.train train ...`` runs the same command without the ``potlearn`` entry
 point.
 """
 
@@ -24,6 +24,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from potlearn_ase.cli.common import (
+    add_config_options,
+    add_label_key_arguments,
+    config_from_args,
+)
+from potlearn_ase.descriptors import ACEConfig
+from potlearn_ase.models import LinearFitConfig
+from potlearn_ase.training.trainer import NeuralTrainConfig
 
 __all__ = ["add_subparser", "main", "run_train"]
 
@@ -41,25 +50,20 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("train", help="labelled training structures (extxyz or any ASE format)")
     p.add_argument("-o", "--output", default="model.pt", help="model file (default model.pt)")
     p.add_argument("--val", help="validation structures: early stopping, calibration, metrics")
-    from potlearn_ase.data.labels import add_label_key_arguments
-
     add_label_key_arguments(p)
-    p.add_argument("--kind", choices=["linear", "neural"], default="linear")
-    p.add_argument("--committee", type=int, default=8, metavar="M", help="committee size")
-    p.add_argument("--cutoff", type=float, default=5.0, help="descriptor cutoff (Angstrom)")
-    p.add_argument("--n-radial", type=int, default=8)
-    p.add_argument("--l-max", type=int, default=2)
-    p.add_argument("--body-order", type=int, default=3)
-    p.add_argument("--hidden", type=int, nargs="+", default=[32, 32], help="neural layer widths")
-    p.add_argument("--epochs", type=int, default=200, help="neural: maximum epochs")
-    p.add_argument("--patience", type=int, default=50, help="neural: early-stopping patience")
+    p.add_argument("--kind", choices=["linear", "neural"], default="linear",
+                   help="linear (closed-form Bayesian) or neural committee")
+    p.add_argument("--committee", type=int, default=LinearFitConfig().n_members, metavar="M",
+                   help="committee size")
+    add_config_options(p, ACEConfig, dest_prefix="descriptor_")
+    add_config_options(p, NeuralTrainConfig, only=("hidden", "epochs", "patience", "lr"),
+                       dest_prefix="neural_")
     p.add_argument(
         "--batch-size",
         type=int,
-        default=8,
+        default=NeuralTrainConfig().batch_size,
         help="structures per batch (neural: per optimiser step; linear: per unit of work)",
     )
-    p.add_argument("--lr", type=float, default=3e-3, help="neural: Adam learning rate")
     p.add_argument(
         "--split",
         choices=["members", "structures"],
@@ -85,9 +89,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     from potlearn_ase.data.batch import resolve_device
     from potlearn_ase.data.io import read
-    from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+    from potlearn_ase.descriptors import ACEDescriptor
     from potlearn_ase.errors import ConfigError, PotlearnError
-    from potlearn_ase.models import LinearFitConfig
     from potlearn_ase.training.mpi import broadcast, fit_linear_mpi, train_neural_mpi, world
 
     if args.committee < 1:
@@ -117,9 +120,7 @@ def run_train(args: argparse.Namespace) -> int:
     elements = sorted({s for a in train for s in a.get_chemical_symbols()})
     desc = ACEDescriptor(
         elements,
-        ACEConfig(
-            cutoff=args.cutoff, n_radial=args.n_radial, l_max=args.l_max, body_order=args.body_order
-        ),
+        config_from_args(ACEConfig, args, dest_prefix="descriptor_"),
         device=resolve_device(args.device),
     )
     if args.kind == "linear":
@@ -131,15 +132,12 @@ def run_train(args: argparse.Namespace) -> int:
             comm=comm,
         )
     else:
-        from potlearn_ase.training.trainer import NeuralTrainConfig
-
-        cfg = NeuralTrainConfig(
+        cfg = config_from_args(
+            NeuralTrainConfig,
+            args,
+            dest_prefix="neural_",
             n_members=args.committee,
-            hidden=tuple(args.hidden),
-            epochs=args.epochs,
-            patience=args.patience,
             batch_size=args.batch_size,
-            lr=args.lr,
             device=args.device,
             seed=args.seed,
         )
@@ -186,7 +184,7 @@ def save_calibrated(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m potlearn_ase.training.cli train ...``."""
+    """``python -m potlearn_ase.cli.train train ...``."""
     from potlearn_ase.errors import PotlearnError
 
     parser = argparse.ArgumentParser(prog="potlearn")

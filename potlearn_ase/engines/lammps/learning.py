@@ -1,6 +1,6 @@
 """On-the-fly learning inside LAMMPS: the learner runs in the ``fix external`` callback.
 
-:class:`~potlearn_ase.calculators.lammps_driver.LammpsDriver` calls the adapter once per force
+:class:`~potlearn_ase.engines.lammps.driver.LammpsDriver` calls the adapter once per force
 evaluation with the structure in ASE order and LAMMPS's step number; the adapter hands it to
 :meth:`~potlearn_ase.learners.otf.OnTheFlyLearner.step` and returns the learner's results to
 LAMMPS. A labelled step uses the reference's energy, forces and stress; the model is updated
@@ -44,8 +44,8 @@ from ase import Atoms
 from potlearn_ase.calculators.committee import CommitteeCalculator
 from potlearn_ase.config import from_mapping, read_config_file
 from potlearn_ase.data.store import LabelStore
+from potlearn_ase.engines.learning import EngineLearnConfig, prepare_run_dir
 from potlearn_ase.errors import ConfigError
-from potlearn_ase.learners.engines.config import EngineLearnConfig, prepare_run_dir
 from potlearn_ase.learners.otf import OnTheFlyLearner
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.run import InitialSpec, ModelSpec
@@ -153,14 +153,16 @@ def _starting_model(
     """The first committee of a run without a model file: fit to labelled rattled copies."""
     import numpy as np
 
-    from potlearn_ase.learners.run import OTFRunConfig, _fit, label_initial
+    from potlearn_ase.learners.run import OTFRunConfig, fit_run_model, label_initial
 
     if len(store) == 0:
         label_initial(
             atoms, reference, store, cfg.initial, np.random.default_rng(cfg.settings.seed)
         )
     elements = sorted(set(atoms.get_chemical_symbols()))
-    model = _fit(OTFRunConfig(model=cfg.model), store.frames(), elements, cfg.settings.seed)
+    model = fit_run_model(
+        OTFRunConfig(model=cfg.model), store.frames(), elements, cfg.settings.seed
+    )
     return CommitteeCalculator(model=model, calibration=1.0)
 
 
@@ -203,8 +205,8 @@ def run_lammps_learning(
         also written to ``run_dir/summary.json``.
     """
     import potlearn_ase
-    from potlearn_ase.calculators.lammps_driver import LammpsDriver
-    from potlearn_ase.calculators.lammps_native import snap_reexport_hook
+    from potlearn_ase.engines.lammps.driver import LammpsDriver
+    from potlearn_ase.engines.lammps.native import snap_reexport_hook
 
     cfg = _as_config(config)
     run_dir = prepare_run_dir(cfg.run_dir, resume)

@@ -1,0 +1,5 @@
+"""``python -m potlearn_ase.cli``: the ``potlearn`` command."""
+
+from potlearn_ase.cli import main
+
+raise SystemExit(main())
