@@ -157,3 +157,35 @@ def test_public_surface() -> None:
                  "run_otf"):
         assert name in potlearn_ase.__all__
         assert getattr(potlearn_ase, name) is not None
+
+
+def _private_definitions(tree: ast.AST) -> set[str]:
+    """Private names a module defines: functions, classes, attributes it assigns."""
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            out.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            out.add(node.id)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            out.add(node.target.id)
+    return {n for n in out if n.startswith("_") and not n.startswith("__")}
+
+
+def test_no_private_attributes_of_other_modules() -> None:
+    """``obj._name`` only where ``_name`` belongs to the same module (``run._fit``,
+    ``model._solve`` from another module are what this forbids)."""
+    trees = {p: ast.parse(p.read_text()) for p in _modules()}
+    own = {p: _private_definitions(t) for p, t in trees.items()}
+    bad = []
+    for path, tree in trees.items():
+        elsewhere = set().union(*(v for q, v in own.items() if q != path)) - own[path]
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute) or node.attr not in elsewhere:
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            bad.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} uses .{node.attr}")
+    assert not bad, "\n".join(bad)

@@ -234,7 +234,7 @@ class LinearCommittee(CommitteeModel):
             chunk = frames[start : start + self.config.batch_size]
             A, y, w = design_rows(self.descriptor, chunk, self.config)
             ne.add(A, y, w)
-        self._solve(np.random.default_rng(rng))
+        self.redraw(np.random.default_rng(rng))
         if self.active_set is not None:
             self.active_set = self.active_set.extended(self.descriptor, frames)
         return self
@@ -255,7 +255,8 @@ class LinearCommittee(CommitteeModel):
             unregularised=unreg,
         )
 
-    def _solve(self, rng: np.random.Generator) -> None:
+    def redraw(self, rng: np.random.Generator) -> None:
+        """Solve the posterior of the normal equations and draw the committee from it."""
         assert self.normal_equations is not None
         S, K = len(self.descriptor.elements), self.descriptor.n_features
         post = self.solve_posterior(self.normal_equations)
@@ -324,7 +325,7 @@ def fit_linear(
         normal_equations=ne,
         config=config,
     )
-    model._solve(np.random.default_rng(rng))
+    model.redraw(np.random.default_rng(rng))
     return model
 
 

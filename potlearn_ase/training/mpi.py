@@ -240,7 +240,7 @@ def fit_linear_mpi(
         config=config,
     )
     if rank == 0:
-        model._solve(np.random.default_rng(rng))
+        model.redraw(np.random.default_rng(rng))
         solved: tuple[Any, Any] | None = (model.coef.cpu().numpy(), model.posterior)
     else:
         solved = None
