@@ -16,7 +16,9 @@ trust at all: the MD rewinds to the last accepted state).
 Basic triggers compare one uncertainty with a threshold in physical units
 (:mod:`.thresholds`: :class:`FixedThreshold`, :class:`RelativeThreshold`,
 :class:`EnergyThreshold`, :class:`ExtrapolationThreshold`) or follow the recent uncertainty
-(:mod:`.adaptive`: :class:`AdaptiveThreshold`). Two wrappers compose with any of them
+(:mod:`.adaptive`: :class:`AdaptiveThreshold`), or label only where the predicted force error
+passes the accuracy the user asks for (:mod:`.target`: :class:`TargetError`, kind
+``"target"``). Two wrappers compose with any of them
 (:mod:`.wrappers`): :class:`TrustWindow` (reject above a ceiling) and :class:`MinGap` (at most
 one label every ``min_steps`` steps). Every trigger is a dataclass of its parameters;
 :func:`trigger_from_config` builds the composition from a flat mapping with the project's one
@@ -36,6 +38,7 @@ from potlearn_ase.config import from_mapping
 from potlearn_ase.errors import ConfigError
 from potlearn_ase.learners.triggers.adaptive import AdaptiveThreshold
 from potlearn_ase.learners.triggers.base import Decision, Trigger, max_force_std
+from potlearn_ase.learners.triggers.target import TargetError, predicted_force_error
 from potlearn_ase.learners.triggers.thresholds import (
     EnergyThreshold,
     ExtrapolationThreshold,
@@ -54,10 +57,12 @@ __all__ = [
     "FixedThreshold",
     "MinGap",
     "RelativeThreshold",
+    "TargetError",
     "Trigger",
     "TrustWindow",
     "max_extrapolation_grade",
     "max_force_std",
+    "predicted_force_error",
     "trigger_from_config",
 ]
 
@@ -68,6 +73,7 @@ KINDS: dict[str, type[Trigger]] = {
     "energy": EnergyThreshold,
     "adaptive": AdaptiveThreshold,
     "extrapolation": ExtrapolationThreshold,
+    "target": TargetError,
 }
 #: keys a configuration must state although the class has a default (a grade threshold is a
 #: choice the user makes, not one the learner guesses)
@@ -91,8 +97,9 @@ def trigger_from_config(cfg: Mapping[str, Any] | Trigger) -> Trigger:
         ``kind`` is one of ``"fixed"`` (key ``max_force_std``, eV/Angstrom), ``"relative"``
         (``ratio``, ``floor`` in eV/Angstrom), ``"energy"`` (``energy_std_per_atom``,
         eV/atom) or ``"adaptive"`` (``factor``, ``window``, ``initial``, ``min_threshold``,
-        ``max_threshold`` in eV/Angstrom, ``warmup``) or ``"extrapolation"`` (``max_grade``,
-        dimensionless, and optionally ``max_force_std``); the keys are the fields of the
+        ``max_threshold`` in eV/Angstrom, ``warmup``), ``"extrapolation"`` (``max_grade``,
+        dimensionless, and optionally ``max_force_std``) or ``"target"`` (``force_error``,
+        eV/Angstrom, and ``max_grade``); the keys are the fields of the
         trigger's dataclass. Optional for every kind: ``min_gap`` (int, steps; wraps in
         :class:`MinGap`) and ``reject_above`` (eV/Angstrom; wraps in :class:`TrustWindow`,
         outermost, so a rejection never waits for the gap). A :class:`Trigger` is returned
