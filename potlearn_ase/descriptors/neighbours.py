@@ -9,7 +9,7 @@ descriptor and its derivatives fast on the CPU, and it moves to the GPU unchange
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from vesin import NeighborList
 
 from potlearn_ase.data.validate import check_structure
 
-__all__ = ["PaddedNeighbours", "neighbour_pairs", "padded_neighbours"]
+__all__ = ["PaddedNeighbours", "SkinNeighbourList", "neighbour_pairs", "padded_neighbours"]
 
 
 def neighbour_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -165,3 +165,94 @@ def padded_neighbours(
         mask=torch.as_tensor(mask, device=dev),
         exact=exact,  # type: ignore[arg-type]
     )
+
+
+class SkinNeighbourList:
+    """A padded neighbour layout of one structure, reused while the atoms stay close.
+
+    The list is built for ``cutoff + skin`` and kept until an atom has moved more than
+    ``skin / 2`` since the build, or the cell, the periodicity or the atoms' elements
+    change (the rule of ASE's ``NeighborList`` with a skin): no pair closer than ``cutoff``
+    can be missing until then. Every :meth:`update` returns the layout with the current
+    positions and cell, so pair vectors are always exact; pairs beyond ``cutoff`` stay in
+    it, and a descriptor whose basis vanishes at the cutoff gives them zero weight.
+
+    Parameters
+    ----------
+    cutoff : float
+        The descriptor's cutoff radius (Angstrom).
+    skin : float
+        Extra distance (Angstrom); 0 rebuilds the list on every update.
+    dtype, device
+        As :func:`padded_neighbours`.
+
+    Attributes
+    ----------
+    n_builds : int
+        How many times the list was built (the first update included).
+    """
+
+    def __init__(
+        self,
+        cutoff: float,
+        skin: float,
+        *,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str = "cpu",
+    ):
+        if not skin >= 0.0:
+            raise ValueError(f"skin must be a non-negative distance, got {skin!r}")
+        self.cutoff = float(cutoff)
+        self.skin = float(skin)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.n_builds = 0
+        self._layout: PaddedNeighbours | None = None
+        self._positions: np.ndarray | None = None
+        self._cell = np.zeros((3, 3))
+        self._numbers = np.zeros(0, dtype=np.int64)
+        self._pbc = np.zeros(3, dtype=bool)
+
+    def reset(self) -> None:
+        """Forget the list: the next :meth:`update` builds a new one."""
+        self._layout = None
+        self._positions = None
+
+    def needs_rebuild(self, atoms: Atoms) -> bool:
+        """Whether ``atoms`` moved or changed too much for the current list."""
+        if self._layout is None or self._positions is None or self.skin == 0.0:
+            return True
+        if (
+            len(atoms) != len(self._numbers)
+            or not np.array_equal(atoms.numbers, self._numbers)
+            or not np.array_equal(atoms.pbc, self._pbc)
+            or not np.array_equal(atoms.cell.array, self._cell)
+        ):
+            return True
+        if not len(atoms):
+            return False
+        moved = np.einsum("ij,ij->i", *(2 * [atoms.positions - self._positions])).max()
+        return not moved <= (0.5 * self.skin) ** 2  # NaN positions rebuild (and raise)
+
+    def update(self, atoms: Atoms) -> PaddedNeighbours:
+        """The layout of ``atoms`` now, rebuilt only when :meth:`needs_rebuild`."""
+        if self.needs_rebuild(atoms):
+            self._layout = padded_neighbours(
+                [atoms], self.cutoff + self.skin, dtype=self.dtype, device=self.device
+            )
+            self._positions = np.array(atoms.positions, dtype=np.float64)
+            self._cell = np.array(atoms.cell.array, dtype=np.float64)
+            self._numbers = np.array(atoms.numbers)
+            self._pbc = np.array(atoms.pbc, dtype=bool)
+            self.n_builds += 1
+            return self._layout
+        assert self._layout is not None
+        pos = np.asarray(atoms.positions, dtype=np.float64)
+        exact = self._layout.exact
+        if exact is not None:
+            exact = (torch.as_tensor(pos, device=self.device), exact[1], exact[2])
+        return replace(
+            self._layout,
+            positions=torch.as_tensor(pos, dtype=self.dtype, device=self.device),
+            exact=exact,
+        )
