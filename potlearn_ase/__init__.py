@@ -5,6 +5,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from potlearn_ase.calculators import CommitteeCalculator, load
+from potlearn_ase.data.batch import set_cpu_threads
 from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
 from potlearn_ase.models import LinearCommittee, LinearFitConfig, fit_calibration, fit_linear
 
@@ -18,4 +19,5 @@ __all__ = [
     "fit_calibration",
     "fit_linear",
     "load",
+    "set_cpu_threads",
 ]
