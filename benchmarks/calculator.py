@@ -10,7 +10,15 @@ Side by side in one run, on rattled fcc Cu cells of 108, 500 and 2048 atoms:
   ``pair_style eam`` with ``Cu_u3.eam`` (the compiled classical baseline, as cheap as EMT),
 
 plus the peak resident memory per atom of each calculator (measured in a fresh process).
-Prints a table and writes ``benchmarks/results/calculator.json``.
+The main table times calls that build their neighbour list (``skin=0``); torch's thread
+count is set once per cell size with ``potlearn_ase.set_cpu_threads(n_atoms)``, as a run
+does (one thread below 256 atoms).
+
+A second table times whole MD steps (ASE velocity Verlet at 300 K, linear committee of 8)
+with the neighbour list rebuilt every step (``skin=0``) and reused (``skin=0.5``, the
+default), and counts the rebuilds. A third times one 108-atom call with torch's default
+thread count against ``set_cpu_threads`` (one thread).
+Prints the tables and writes ``benchmarks/results/calculator.json``.
 
 Usage: ``python benchmarks/calculator.py [--quick]``
 """
@@ -39,7 +47,7 @@ def cell(n_atoms: int):
     return atoms
 
 
-def make_calculator(kind: str, members: int, dtype: str = "float64"):
+def make_calculator(kind: str, members: int, dtype: str = "float64", skin: float = 0.0):
     """A fitted committee calculator (fits are small: speed does not depend on the data)."""
     import torch
 
@@ -64,7 +72,30 @@ def make_calculator(kind: str, members: int, dtype: str = "float64"):
         model, _ = train_neural(
             desc, frames, None, NeuralTrainConfig(n_members=members, epochs=2, device="cpu")
         )
-    return CommitteeCalculator(model=model)
+    return CommitteeCalculator(model=model, skin=skin)
+
+
+def time_md_step(calc, atoms, steps: int) -> tuple[float, int]:
+    """Best of two: us/atom/step of velocity Verlet (1 fs, 300 K) and neighbour-list builds."""
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+
+    best, builds = np.inf, 0
+    for _ in range(2):
+        a = atoms.copy()
+        MaxwellBoltzmannDistribution(a, temperature_K=300, rng=np.random.default_rng(0))
+        calc.reset()
+        a.calc = calc
+        dyn = VelocityVerlet(a, 1.0 * units.fs)
+        dyn.run(2)  # warm up (and build the first list)
+        nl = calc.neighbour_list()
+        first = nl.n_builds if nl is not None else 0
+        t0 = time.perf_counter()
+        dyn.run(steps)
+        best = min(best, (time.perf_counter() - t0) / steps / len(a) * 1e6)
+        builds = (nl.n_builds if nl is not None else 0) - first
+    return best, builds
 
 
 def time_calculator(calc, atoms, repeats: int) -> float:
@@ -173,6 +204,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
+    from potlearn_ase import set_cpu_threads
+
     sizes = [108, 500] if args.quick else [108, 500, 2048]
     configs = [
         ("emt", 1, "float64"),
@@ -197,6 +230,7 @@ def main() -> None:
     for n in sizes:
         atoms = cell(n)
         repeats = 3 if n >= 2048 else 7
+        set_cpu_threads(n)
         row = {"n_atoms": n, "torch_threads": torch.get_num_threads()}
         # interleave the calculators over rounds so machine noise hits all alike
         best: dict[str, float] = {}
@@ -231,6 +265,35 @@ def main() -> None:
         row["ratio_M8_over_M1.neural_float64"] = (
             row["us_per_atom.neural_M8_float64"] / row["us_per_atom.neural_M1_float64"]
         )
+    md_rows = []
+    for n in sizes:
+        set_cpu_threads(n)
+        atoms = cell(n)
+        steps = 10 if n >= 2048 else 30
+        md_row: dict[str, float | int] = {"n_atoms": n, "steps": steps}
+        for dt in ("float64", "float32"):
+            for skin in (0.0, 0.5):
+                calc = calcs[("linear", 8, dt)]
+                calc.set(skin=skin)
+                t, builds = time_md_step(calc, atoms, steps)
+                md_row[f"us_per_atom_step.linear_M8_{dt}.skin{skin}"] = t
+                md_row[f"rebuilds.linear_M8_{dt}.skin{skin}"] = builds
+            md_row[f"ratio_skin0.5_over_skin0.linear_M8_{dt}"] = (
+                md_row[f"us_per_atom_step.linear_M8_{dt}.skin0.5"]
+                / md_row[f"us_per_atom_step.linear_M8_{dt}.skin0.0"]
+            )
+        md_rows.append(md_row)
+    for c in calcs.values():
+        if hasattr(c, "parameters") and "skin" in c.parameters:
+            c.set(skin=0.0)
+    threads_row = {}
+    small = cell(108)
+    for label, nthreads in (("default", None), ("set_cpu_threads", 1)):
+        set_cpu_threads(threads=nthreads)
+        threads_row[f"threads.{label}"] = torch.get_num_threads()
+        threads_row[f"us_per_atom.{label}"] = min(
+            time_calculator(calcs[("linear", 8, "float64")], small, 7) for _ in range(2)
+        )
     keys = [k for k in rows[0] if k.startswith("us_per_atom.")]
     print(f"{'calculator (us/atom/call)':34s}" + "".join(f"{r['n_atoms']:>10d}" for r in rows))
     for k in keys:
@@ -244,9 +307,23 @@ def main() -> None:
             vals = [r.get(k) for r in rows]
             cells = (f"{v:10.2f}" if v is not None else f"{'n/a':>10s}" for v in vals)
             print(f"{k:34s}" + "".join(cells))
+    head = "".join(f"{r['n_atoms']:>10d}" for r in md_rows)
+    print(f"\n{'MD step (us/atom/step), rebuilds':44s}{head}")
+    for k in [k for k in md_rows[0] if k != "n_atoms"]:
+        vals = [r[k] for r in md_rows]
+        cells = (f"{v:10.2f}" if isinstance(v, float) else f"{v:10d}" for v in vals)
+        print(f"{k:44s}" + "".join(cells))
+    print("\n108 atoms, linear M8 float64, one call:")
+    for k, v in threads_row.items():
+        print(f"  {k:34s}{v:10.1f}")
     out = HERE / "results" / "calculator.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "cpu_count": os.cpu_count()}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"rows": rows, "md_rows": md_rows, "threads": threads_row, "cpu_count": os.cpu_count()},
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

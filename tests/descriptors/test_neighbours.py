@@ -31,21 +31,20 @@ def test_radial_basis_and_its_derivative_are_exactly_zero_from_the_cutoff_on():
     assert torch.count_nonzero(inside) == 8  # and not zero everywhere
 
 
-def test_skin_list_features_equal_a_cutoff_list_and_nan_positions_still_raise():
+def test_a_wider_list_gives_the_same_features_and_derivatives():
+    """Pairs beyond the cutoff in a layout add exactly nothing to the descriptor."""
     import numpy as np
-    import pytest
     import torch
     from ase.build import bulk
 
     from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
-    from potlearn_ase.errors import InvalidStructureError
+    from potlearn_ase.descriptors.neighbours import padded_neighbours
 
     desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=4.5, n_radial=4, l_max=2))
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
     atoms.rattle(0.1, seed=5)
-    nl = desc.neighbour_list(1.0)
-    wide = nl.update(atoms)
-    assert wide.mask.sum() > desc.neighbours([atoms]).mask.sum()  # pairs beyond the cutoff
+    wide = padded_neighbours([atoms], 5.5)
+    assert wide.mask.sum() > desc.neighbours([atoms]).mask.sum()
     ref = desc.compute(atoms)
     out = desc.compute(atoms, neighbours=wide)
     np.testing.assert_allclose(out.features.numpy(), ref.features.numpy(), rtol=0, atol=1e-13)
@@ -53,10 +52,44 @@ def test_skin_list_features_equal_a_cutoff_list_and_nan_positions_still_raise():
                     dtype=torch.float64)
     for a, b in zip(out.vjp(G), ref.vjp(G)):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-12)
-    # the autograd path too
-    np.testing.assert_allclose(
+    np.testing.assert_allclose(  # the autograd path too
         desc.features([atoms], neighbours=wide).numpy(), ref.features.numpy(), atol=1e-13
     )
+
+
+def _pair_set(nb) -> set[tuple[int, ...]]:
+    import numpy as np
+
+    i, k = np.nonzero(nb.mask.numpy())
+    j, S = nb.neighbour.numpy()[i, k], nb.shift.numpy()[i, k].astype(int)
+    return {(a, b, *s) for a, b, s in zip(i.tolist(), j.tolist(), S.tolist())}
+
+
+def test_skin_list_gives_the_pairs_of_a_new_list_while_reused():
+    import numpy as np
+    import pytest
+    from ase.build import bulk
+
+    from potlearn_ase.descriptors.neighbours import SkinNeighbourList, padded_neighbours
+    from potlearn_ase.errors import InvalidStructureError
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    atoms.rattle(0.1, seed=5)
+    nl = SkinNeighbourList(4.5, 1.0)
+    rng = np.random.default_rng(0)
+    start = atoms.positions.copy()
+    nl.update(atoms)  # built here
+    changed = 0
+    before = None
+    for _ in range(20):  # random moves of up to 0.45 A from the start: no rebuild needed
+        step = rng.normal(size=start.shape)
+        step *= 0.45 * rng.uniform(size=(len(atoms), 1)) / np.linalg.norm(step, axis=1)[:, None]
+        atoms.positions = start + step
+        pairs = _pair_set(nl.update(atoms))
+        assert pairs == _pair_set(padded_neighbours([atoms], 4.5))
+        changed += before is not None and pairs != before
+        before = pairs
+    assert nl.n_builds == 1 and changed >= 10  # pairs crossed the cutoff; list kept
     atoms.positions[2, 1] = np.nan
     with pytest.raises(InvalidStructureError):
         nl.update(atoms)
