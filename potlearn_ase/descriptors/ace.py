@@ -123,8 +123,8 @@ class ACEDescriptor(Descriptor):
     def neighbour_list(self, skin: float) -> SkinNeighbourList:
         """A neighbour list for :meth:`compute` that MD reuses while atoms move < skin/2.
 
-        Pairs beyond the cutoff in it add exactly zero: every radial function and its
-        derivative vanish at and beyond the cutoff.
+        (Its layouts hold the pairs inside the cutoff only; a wider layout would give the
+        same result, as every radial function and its derivative vanish from the cutoff on.)
         """
         return SkinNeighbourList(self.config.cutoff, skin, dtype=self.dtype, device=self.device)
 
