@@ -192,7 +192,8 @@ class StackedOutput(DescriptorBatchOutput):
         self.outputs = list(outputs)
         self.n_species = n_species
         feats = [o.features for o in self.outputs]
-        self.features = torch.cat(feats) if feats else torch.zeros(0, n_features)
+        empty = torch.zeros(0, n_features, dtype=torch.float64)
+        self.features = torch.cat(feats) if feats else empty
         species = [o.species for o in self.outputs]
         self.species = torch.cat(species) if species else torch.zeros(0, dtype=torch.int64)
         self.volumes = [float(o.volume) for o in self.outputs]
