@@ -10,7 +10,17 @@ Side by side in one run, on rattled fcc Cu cells of 108, 500 and 2048 atoms:
   ``pair_style eam`` with ``Cu_u3.eam`` (the compiled classical baseline, as cheap as EMT),
 
 plus the peak resident memory per atom of each calculator (measured in a fresh process).
-Prints a table and writes ``benchmarks/results/calculator.json``.
+The main table times calls that build their neighbour list (``skin=0``); torch's thread
+count is set once per cell size with ``potlearn_ase.set_cpu_threads(n_atoms)``, as a run
+does (one thread below 256 atoms).
+
+A second table times whole MD steps (ASE velocity Verlet at 300 K, 1 fs, linear committee
+of 8; the fastest and the median step, best of three interleaved rounds) with the neighbour
+list rebuilt every step (``skin=0``) and reused (``skin=0.5``, the default), and counts the
+rebuilds. A third
+times one 108-atom call with torch's default thread count against ``set_cpu_threads`` (one
+thread).
+Prints the tables and writes ``benchmarks/results/calculator.json``.
 
 Usage: ``python benchmarks/calculator.py [--quick]``
 """
@@ -39,7 +49,7 @@ def cell(n_atoms: int):
     return atoms
 
 
-def make_calculator(kind: str, members: int, dtype: str = "float64"):
+def make_calculator(kind: str, members: int, dtype: str = "float64", skin: float = 0.0):
     """A fitted committee calculator (fits are small: speed does not depend on the data)."""
     import torch
 
@@ -64,7 +74,34 @@ def make_calculator(kind: str, members: int, dtype: str = "float64"):
         model, _ = train_neural(
             desc, frames, None, NeuralTrainConfig(n_members=members, epochs=2, device="cpu")
         )
-    return CommitteeCalculator(model=model)
+    return CommitteeCalculator(model=model, skin=skin)
+
+
+def time_md_step(calc, atoms, steps: int) -> tuple[float, float, int]:
+    """Fastest and median us/atom of one velocity-Verlet step (1 fs, 300 K), list builds.
+
+    Each step is timed on its own (an observer reads the clock after every step): on a
+    shared machine the fastest step is the least disturbed estimate, the median the typical.
+    """
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+
+    from potlearn_ase.data.generate import thermalize
+
+    a = atoms.copy()
+    thermalize(a, 300, np.random.default_rng(0))
+    calc.reset()
+    a.calc = calc
+    dyn = VelocityVerlet(a, 1.0 * units.fs)
+    dyn.run(2)  # warm up (and build the first list)
+    nl = calc.neighbour_list()
+    first = nl.n_builds if nl is not None else 0
+    stamps: list[float] = []
+    dyn.attach(lambda: stamps.append(time.perf_counter()), interval=1)
+    dyn.run(steps)
+    step_times = np.diff(stamps) / len(a) * 1e6
+    builds = (nl.n_builds if nl is not None else 0) - first
+    return float(step_times.min()), float(np.median(step_times)), builds
 
 
 def time_calculator(calc, atoms, repeats: int) -> float:
@@ -170,8 +207,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="108 and 500 atoms only, fewer repeats")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--md-only", action="store_true", help="only the MD-step and thread tables")
     args = ap.parse_args()
     import torch
+
+    from potlearn_ase import set_cpu_threads
 
     sizes = [108, 500] if args.quick else [108, 500, 2048]
     configs = [
@@ -183,6 +223,8 @@ def main() -> None:
         ("neural", 1, "float64"),
         ("neural", 8, "float64"),
     ]
+    if args.md_only:
+        configs = [c for c in configs if c[0] == "linear" and c[1] == 8]
     calcs = {c: make_calculator(*c) for c in configs}
     import tempfile
 
@@ -194,9 +236,10 @@ def main() -> None:
         else:
             model_files[c] = str(calc.save(Path(tmp.name) / f"{c[0]}_{c[1]}_{c[2]}.pt"))
     rows = []
-    for n in sizes:
+    for n in [] if args.md_only else sizes:
         atoms = cell(n)
         repeats = 3 if n >= 2048 else 7
+        set_cpu_threads(n)
         row = {"n_atoms": n, "torch_threads": torch.get_num_threads()}
         # interleave the calculators over rounds so machine noise hits all alike
         best: dict[str, float] = {}
@@ -231,7 +274,40 @@ def main() -> None:
         row["ratio_M8_over_M1.neural_float64"] = (
             row["us_per_atom.neural_M8_float64"] / row["us_per_atom.neural_M1_float64"]
         )
-    keys = [k for k in rows[0] if k.startswith("us_per_atom.")]
+    md_rows = []
+    for n in sizes:
+        set_cpu_threads(n)
+        atoms = cell(n)
+        steps = 20 if n >= 2048 else 40
+        md_row: dict[str, float | int] = {"n_atoms": n, "steps": steps}
+        for dt in ("float64", "float32"):
+            calc = calcs[("linear", 8, dt)]
+            for _ in range(3):  # interleaved rounds, the best of each kept
+                for skin in (0.0, 0.5):
+                    calc.set(skin=skin)
+                    fastest, median, builds = time_md_step(calc, atoms, steps)
+                    for stat, t in (("min", fastest), ("median", median)):
+                        key = f"us_per_atom_step_{stat}.linear_M8_{dt}.skin{skin}"
+                        md_row[key] = min(float(md_row.get(key, np.inf)), t)
+                    md_row[f"rebuilds.linear_M8_{dt}.skin{skin}"] = builds
+            for stat in ("min", "median"):
+                md_row[f"ratio_skin0.5_over_skin0_{stat}.linear_M8_{dt}"] = (
+                    md_row[f"us_per_atom_step_{stat}.linear_M8_{dt}.skin0.5"]
+                    / md_row[f"us_per_atom_step_{stat}.linear_M8_{dt}.skin0.0"]
+                )
+        md_rows.append(md_row)
+    for c in calcs.values():
+        if hasattr(c, "parameters") and "skin" in c.parameters:
+            c.set(skin=0.0)
+    threads_row = {}
+    small = cell(108)
+    for label, nthreads in (("default", None), ("set_cpu_threads", 1)):
+        set_cpu_threads(threads=nthreads)
+        threads_row[f"threads.{label}"] = torch.get_num_threads()
+        threads_row[f"us_per_atom.{label}"] = min(
+            time_calculator(calcs[("linear", 8, "float64")], small, 7) for _ in range(2)
+        )
+    keys = [k for k in rows[0] if k.startswith("us_per_atom.")] if rows else []
     print(f"{'calculator (us/atom/call)':34s}" + "".join(f"{r['n_atoms']:>10d}" for r in rows))
     for k in keys:
         vals = [r[k] for r in rows]
@@ -240,13 +316,27 @@ def main() -> None:
             + "".join(f"{v:10.1f}" if v else f"{'n/a':>10s}" for v in vals)
         )
     for prefix in ("ratio_", "peak_kB_per_atom."):
-        for k in [k for k in rows[0] if k.startswith(prefix)]:
+        for k in [k for k in (rows[0] if rows else {}) if k.startswith(prefix)]:
             vals = [r.get(k) for r in rows]
             cells = (f"{v:10.2f}" if v is not None else f"{'n/a':>10s}" for v in vals)
             print(f"{k:34s}" + "".join(cells))
-    out = HERE / "results" / "calculator.json"
+    head = "".join(f"{r['n_atoms']:>10d}" for r in md_rows)
+    print(f"\n{'MD step (us/atom/step), rebuilds':52s}{head}")
+    for k in [k for k in md_rows[0] if k != "n_atoms"]:
+        vals = [r[k] for r in md_rows]
+        cells = (f"{v:10.2f}" if isinstance(v, float) else f"{v:10d}" for v in vals)
+        print(f"{k:52s}" + "".join(cells))
+    print("\n108 atoms, linear M8 float64, one call:")
+    for k, v in threads_row.items():
+        print(f"  {k:34s}{v:10.1f}")
+    out = HERE / "results" / ("calculator_md.json" if args.md_only else "calculator.json")
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "cpu_count": os.cpu_count()}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"rows": rows, "md_rows": md_rows, "threads": threads_row, "cpu_count": os.cpu_count()},
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

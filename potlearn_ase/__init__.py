@@ -15,6 +15,7 @@ from __future__ import annotations
 from potlearn_ase import _moved
 from potlearn_ase.calculators import CommitteeCalculator, load
 from potlearn_ase.data import LabelStore
+from potlearn_ase.data.batch import set_cpu_threads
 from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
 from potlearn_ase.learners import OnTheFlyLearner, Reference, run_otf
 from potlearn_ase.models import (
@@ -44,4 +45,5 @@ __all__ = [
     "fit_linear",
     "load",
     "run_otf",
+    "set_cpu_threads",
 ]

@@ -125,7 +125,7 @@ def parameter_names(model: LinearCommittee) -> tuple[str, ...]:
     desc = model.descriptor
     K = desc.n_features
     feats = [f"B{k}" for k in range(K)]
-    if getattr(desc, "family", "") == "ace":
+    if desc.family == "ace":
         cfg = desc.config
         chan = [f"{el},{n}" for el in desc.elements for n in range(cfg.n_radial)]
         P = len(chan)

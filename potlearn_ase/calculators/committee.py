@@ -34,7 +34,9 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from potlearn_ase.errors import ModelFormatError
+from potlearn_ase.data.batch import resolve_device
+from potlearn_ase.descriptors.neighbours import SkinNeighbourList
+from potlearn_ase.errors import ConfigError, ModelFormatError
 from potlearn_ase.models.base import CommitteeModel
 from potlearn_ase.models.serialize import load_model, model_from_state, model_state, save_model
 
@@ -43,6 +45,10 @@ __all__ = ["CommitteeCalculator", "load"]
 
 class CommitteeCalculator(Calculator):
     """ASE calculator of a committee potential with calibrated uncertainty.
+
+    Every constructor keyword except ``model`` is kept in ASE's :attr:`parameters`, like
+    ASE's own calculators: :meth:`set` changes them (discarding cached results) and
+    :meth:`todict` returns them.
 
     Parameters
     ----------
@@ -57,18 +63,30 @@ class CommitteeCalculator(Calculator):
     model_sha256 : str, optional
         With a file ``model``: the file's SHA-256, checked on loading (:meth:`todict` gives
         it, so a trajectory frame never silently points at a file that changed since).
+    skin : float
+        Neighbour-list skin in Angstrom (default 0.5). The list is built for the cutoff plus
+        the skin and reused until an atom has moved more than half the skin, or the cell,
+        periodicity or elements change; 0 rebuilds it on every call. Results do not depend
+        on it (to rounding), only the cost does. Descriptors that find their own neighbours
+        (SNAP, inside LAMMPS) ignore it.
+    dtype : torch dtype or name, optional
+        Run the model in this precision (``"float32"`` is faster for large MD); default the
+        model's own.
+    device : str, optional
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``; default where the model is.
 
     Notes
     -----
-    :meth:`todict` (which ASE writes into every trajectory frame) names the model file when
-    the calculator was loaded from or saved to one and its model has not changed since;
-    otherwise it holds the whole model state. Either way it round-trips through the
-    constructor.
+    :meth:`todict` (which ASE writes into every trajectory frame) names the model file and
+    its SHA-256 when the calculator was loaded from or saved to one and its model has not
+    changed since; otherwise it holds the whole model state. Either way it round-trips
+    through the constructor.
 
     Examples
     --------
     >>> atoms.calc = potlearn_ase.load("model.pt")          # doctest: +SKIP
     >>> atoms.get_forces(); atoms.calc.results["forces_std"]  # doctest: +SKIP
+    >>> atoms.calc.set(calibration=1.3, skin=1.0)            # doctest: +SKIP
     """
 
     implemented_properties = [
@@ -88,6 +106,15 @@ class CommitteeCalculator(Calculator):
         "max_extrapolation_grade",
         "calibration",
     ]
+    default_parameters: dict[str, Any] = {
+        "model": None,  # the model file (resolved path) while the model is that file's
+        "model_sha256": None,
+        "calibration": 1.0,
+        "metrics": {},
+        "skin": 0.5,
+        "dtype": None,
+        "device": None,
+    }
     discard_results_on_any_change = True
 
     def __init__(
@@ -97,44 +124,131 @@ class CommitteeCalculator(Calculator):
         calibration: float = 1.0,
         metrics: dict[str, Any] | None = None,
         model_sha256: str | None = None,
+        skin: float = 0.5,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device | None = None,
         **kwargs: Any,
     ):
+        self.model: CommitteeModel | None = None  # type: ignore[assignment]
+        self._file_fingerprint: str | None = None
+        self._neighbours: SkinNeighbourList | None = None
+        self._neighbours_of: Any = None  # the descriptor the list was made for
         super().__init__(**kwargs)
-        self._file: tuple[str, str, str] | None = None  # (path, sha256, model fingerprint)
-        if isinstance(model, (str, os.PathLike)):
-            path = Path(model)
-            digest = file_sha256(path)
-            if model_sha256 is not None and digest != model_sha256:
-                raise ModelFormatError(
-                    f"{path}: the file changed since this calculator was described "
-                    f"(sha256 {digest[:12]}..., expected {model_sha256[:12]}...)"
-                )
-            model, _ = load_model(path)
-            self._remember_file(path, digest, model)
-        elif isinstance(model, dict):
-            tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in model["tensors"].items()}
-            model = model_from_state(
-                model["header"], tensors, where="CommitteeCalculator(model=...)"
-            )
-        self.model = model
-        self._calibration = float(calibration)
-        self.metrics = dict(metrics or {})
+        self.set(
+            model=model,
+            model_sha256=model_sha256,
+            calibration=calibration,
+            metrics=metrics,
+            skin=skin,
+            dtype=dtype,
+            device=device,
+        )
 
     @property
     def calibration(self) -> float:
         """The factor ``alpha`` applied to every ``*_std``."""
-        return self._calibration
+        return float(self.parameters["calibration"])
 
     @calibration.setter
     def calibration(self, value: float) -> None:
-        self._calibration = float(value)
-        self.reset()
+        self.set(calibration=value)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Training/validation metrics kept with the model."""
+        return self.parameters["metrics"]
 
     def set(self, **kwargs: Any) -> dict[str, Any]:
-        """ASE's ``set``; ``calibration=`` sets the calibration (and discards results)."""
+        """Change parameters, as ASE's ``Calculator.set``; cached results are discarded.
+
+        Takes the constructor's keywords. ``model=`` swaps in another model (a file, with an
+        optional ``model_sha256``, a state or a model object); ``dtype=``/``device=`` move
+        the current model.
+
+        Raises
+        ------
+        ConfigError
+            An unknown keyword, a negative skin, or ``model_sha256`` without ``model``.
+        """
+        unknown = set(kwargs) - set(self.default_parameters)
+        if unknown:
+            raise ConfigError(
+                f"CommitteeCalculator has no parameter {', '.join(sorted(unknown))}; it takes "
+                f"{', '.join(self.default_parameters)}"
+            )
+        model = kwargs.pop("model", _UNSET)
+        digest = kwargs.pop("model_sha256", None)
+        if digest is not None and model is _UNSET:
+            raise ConfigError("model_sha256 names the file of a model: set it with model=")
         if "calibration" in kwargs:
-            self.calibration = kwargs.pop("calibration")
-        return super().set(**kwargs)
+            kwargs["calibration"] = float(kwargs["calibration"])
+        if "metrics" in kwargs:
+            kwargs["metrics"] = dict(kwargs["metrics"] or {})
+        if "skin" in kwargs:
+            kwargs["skin"] = float(kwargs["skin"])
+            if not kwargs["skin"] >= 0.0:
+                raise ConfigError(f"skin: must be a distance >= 0 (Angstrom), got {kwargs['skin']}")
+        if "dtype" in kwargs:
+            kwargs["dtype"] = _dtype_name(kwargs["dtype"])
+        if "device" in kwargs and kwargs["device"] is not None:
+            kwargs["device"] = str(kwargs["device"])
+        changed = super().set(**kwargs)
+        if model is not _UNSET:
+            self._use_model(model, digest)  # type: ignore[arg-type]
+            self.reset()
+            changed["model"] = self.parameters["model"]
+        elif self.model is not None and ({"dtype", "device"} & set(changed)):
+            self._place_model()
+        if "skin" in changed:
+            self._neighbours = None
+        return changed
+
+    def _use_model(
+        self, model: CommitteeModel | dict[str, Any] | str | os.PathLike, digest: str | None
+    ) -> None:
+        dtype, device = _torch_dtype(self.parameters["dtype"]), self.parameters["device"]
+        self.parameters["model"] = self.parameters["model_sha256"] = None
+        self._file_fingerprint = None
+        if isinstance(model, (str, os.PathLike)):
+            path = Path(model)
+            found = file_sha256(path)
+            if digest is not None and found != digest:
+                raise ModelFormatError(
+                    f"{path}: the file changed since this calculator was described "
+                    f"(sha256 {found[:12]}..., expected {digest[:12]}...)"
+                )
+            loaded, _ = load_model(path, device=resolve_device(device), dtype=dtype)
+            self.model = loaded
+            self._remember_file(path, found)
+            return
+        if isinstance(model, dict):
+            tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in model["tensors"].items()}
+            self.model = model_from_state(
+                model["header"],
+                tensors,
+                where="CommitteeCalculator(model=...)",
+                device=resolve_device(device),
+                dtype=dtype,
+            )
+            return
+        self.model = model
+        self._place_model()
+
+    def _place_model(self) -> None:
+        """Move the model to the ``dtype`` and ``device`` parameters (when they are set)."""
+        assert self.model is not None
+        dtype, device = _torch_dtype(self.parameters["dtype"]), self.parameters["device"]
+        desc = self.model.descriptor
+        target = desc.device if device is None else resolve_device(device)
+        if (dtype is None or dtype == desc.dtype) and target == desc.device:
+            return
+        was_files = self._model_is_files()
+        header, tensors = model_state(self.model)
+        moved = model_from_state(header, tensors, device=target, dtype=dtype or desc.dtype)
+        self.model = moved
+        if was_files:
+            self._file_fingerprint = _fingerprint(moved)
+        self.reset()
 
     # ----------------------------------------------------------------- ASE protocol
     def calculate(
@@ -144,53 +258,109 @@ class CommitteeCalculator(Calculator):
         system_changes: list[str] = all_changes,
     ) -> None:
         super().calculate(atoms, properties, system_changes)
-        assert self.atoms is not None
+        assert self.atoms is not None and self.model is not None
         # forces and stress come almost free with the energy (one shared descriptor pass), and
         # dynamics ask for them next, so every property is computed at once and cached
         periodic = bool(self.atoms.pbc.all())
-        pred = self.model.predict(self.atoms, forces=True, stress=periodic)
+        nl = self.neighbour_list()
+        pred = self.model.predict(
+            self.atoms,
+            forces=True,
+            stress=periodic,
+            neighbours=None if nl is None else nl.update(self.atoms),
+        )
         self.results = committee_results(pred, self.calibration)
 
-    def todict(self) -> dict[str, Any]:
+    def neighbour_list(self) -> SkinNeighbourList | None:
+        """The neighbour list reused between calls (None when the descriptor finds its own).
+
+        Its ``n_builds`` counts how often it was built.
+        """
+        assert self.model is not None
+        desc = self.model.descriptor
+        if self._neighbours is None or self._neighbours_of is not desc:
+            self._neighbours = desc.neighbour_list(float(self.parameters["skin"]))
+            self._neighbours_of = desc
+        return self._neighbours
+
+    def todict(self, skip_default: bool = True) -> dict[str, Any]:
         """Constructor keywords that rebuild this calculator (JSON-able).
 
-        The model file and its SHA-256 when the model is still the one in that file, else
-        the whole model state.
+        The parameters (those at their default left out, as in ASE), with ``model`` the
+        model file and its SHA-256 when the model is still the one in that file, else the
+        whole model state.
         """
-        out: dict[str, Any] = {"calibration": self.calibration, "metrics": self.metrics}
-        if self._file is not None and self._file[2] == _fingerprint(self.model):
-            return {"model": self._file[0], "model_sha256": self._file[1], **out}
+        out = {
+            k: v
+            for k, v in super().todict(skip_default=skip_default).items()
+            if k not in ("model", "model_sha256")
+        }
+        out.setdefault("calibration", self.calibration)  # always said, for readers of frames
+        out.setdefault("metrics", self.metrics)
+        if self._model_is_files():
+            return {
+                "model": self.parameters["model"],
+                "model_sha256": self.parameters["model_sha256"],
+                **out,
+            }
+        assert self.model is not None
         header, tensors = model_state(
             self.model, calibration=self.calibration, metrics=self.metrics
         )
         model = {"header": header, "tensors": {k: v.tolist() for k, v in tensors.items()}}
         return {"model": model, **out}
 
+    def _model_is_files(self) -> bool:
+        """Whether the model is (still) the one in the file of the ``model`` parameter."""
+        return (
+            self.parameters["model"] is not None
+            and self.model is not None
+            and self._file_fingerprint == _fingerprint(self.model)
+        )
+
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model, calibration and metrics to ``path`` (see :func:`load`)."""
+        assert self.model is not None
         out = save_model(self.model, path, calibration=self.calibration, metrics=self.metrics)
         self._remember_file(out)
         return out
 
-    def _remember_file(
-        self, path: str | os.PathLike, digest: str | None = None, model: Any = None
-    ) -> None:
-        """Note that ``model`` (default: this calculator's) is the one stored at ``path``."""
-        model = self.model if model is None else model
-        digest = file_sha256(path) if digest is None else digest
-        self._file = (str(Path(path).resolve()), digest, _fingerprint(model))
+    def _remember_file(self, path: str | os.PathLike, digest: str | None = None) -> None:
+        """Note that this calculator's model is the one stored at ``path``."""
+        assert self.model is not None
+        self.parameters["model"] = str(Path(path).resolve())
+        self.parameters["model_sha256"] = file_sha256(path) if digest is None else digest
+        self._file_fingerprint = _fingerprint(self.model)
 
     @property
     def n_members(self) -> int:
-        return self.model.n_members
+        return self.model.n_members  # type: ignore[union-attr]
 
     def set_model(self, model: CommitteeModel, *, calibration: float | None = None) -> None:
         """Swap in a retrained model without touching the dynamics using this calculator."""
         self.model = model
+        self.parameters["model"] = self.parameters["model_sha256"] = None
+        self._file_fingerprint = None
         if calibration is not None:
-            self._calibration = float(calibration)
+            self.parameters["calibration"] = float(calibration)
         self.reset()
+
+
+_UNSET = object()
+
+
+def _dtype_name(dtype: torch.dtype | str | None) -> str | None:
+    """``"float32"`` for ``torch.float32`` or ``"float32"`` (a JSON-able parameter)."""
+    name = None if dtype is None else str(dtype).removeprefix("torch.")
+    t = getattr(torch, name, None) if name else None
+    if name is not None and not (isinstance(t, torch.dtype) and t.is_floating_point):
+        raise ConfigError(f"dtype: expected a floating-point torch dtype, got {dtype!r}")
+    return name
+
+
+def _torch_dtype(name: str | None) -> torch.dtype | None:
+    return None if name is None else getattr(torch, name)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -208,8 +378,7 @@ def _fingerprint(model: CommitteeModel) -> str:
     for name, t in model.state_dict().items():
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    active = getattr(model, "active_set", None)
-    h.update(str(id(active)).encode())
+    h.update(str(id(model.active_set)).encode())
     return h.hexdigest()
 
 
@@ -249,6 +418,7 @@ def load(
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str | None = None,
+    skin: float = 0.5,
 ) -> CommitteeCalculator:
     """Load a saved potential as a :class:`CommitteeCalculator`.
 
@@ -260,16 +430,19 @@ def load(
         ``"cpu"``, ``"cuda"`` or ``"auto"`` (cuda when present).
     dtype : torch dtype or name, optional
         Run the model in another precision (``"float32"`` is faster for large MD).
+    skin : float
+        Neighbour-list skin (Angstrom), see :class:`CommitteeCalculator`.
     """
-    from potlearn_ase.data.batch import resolve_device
-
-    device = resolve_device(device)  # "auto", or a clear error for a missing CUDA device
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    model, header = load_model(path, device=device, dtype=dtype)
+    dtype_name = _dtype_name(dtype)
+    # "auto", or a clear error for a missing CUDA device
+    model, header = load_model(path, device=resolve_device(device), dtype=_torch_dtype(dtype_name))
     calc = CommitteeCalculator(
-        model=model, calibration=header.get("calibration", 1.0), metrics=header.get("metrics")
+        model=model,
+        calibration=header.get("calibration", 1.0),
+        metrics=header.get("metrics"),
+        skin=skin,
+        dtype=dtype_name,
+        device=str(device),
     )
-    if dtype is None and str(device) == "cpu":  # todict can name the file: it rebuilds this
-        calc._remember_file(path)
+    calc._remember_file(path)  # todict names the file (with dtype and device): it rebuilds this
     return calc

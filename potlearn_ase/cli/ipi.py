@@ -40,6 +40,7 @@ def _cmd_ipi(args: argparse.Namespace) -> int:
     from potlearn_ase.engines.ipi.client import IPIClient
 
     atoms = _read_structure(args.structure)
+    potlearn_ase.set_cpu_threads(len(atoms))  # once for the run (one thread for small cells)
     calc = potlearn_ase.load(args.model)
     where: dict[str, Any] = (
         {"unixsocket": args.socket, "sockets_prefix": args.sockets_prefix}

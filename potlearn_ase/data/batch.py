@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -15,7 +16,11 @@ from potlearn_ase.data.dataset import Dataset
 from potlearn_ase.data.validate import get_labels
 from potlearn_ase.errors import ConfigError, DataFormatError
 
-__all__ = ["AtomsBatch", "BatchIterator", "collate", "resolve_device"]
+__all__ = ["AtomsBatch", "BatchIterator", "collate", "resolve_device", "set_cpu_threads"]
+
+#: below this many atoms, one CPU thread is faster than several: thread start-up and
+#: contention dominate the small tensor operations (and a loaded machine makes it far worse)
+SMALL_SYSTEM_ATOMS = 256
 
 
 def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
@@ -50,6 +55,40 @@ def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
                 f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here"
             )
     return out
+
+
+def set_cpu_threads(n_atoms: int | None = None, *, threads: int | None = None) -> int:
+    """Set torch's CPU thread count for the rest of the process, once, before a run.
+
+    Predictions never change the thread count themselves (it is process-wide state): call
+    this once before MD, as :func:`~potlearn_ase.learners.run.run_otf` does with its
+    starting structure.
+
+    Parameters
+    ----------
+    n_atoms : int, optional
+        Size of the structures the run computes: below ``SMALL_SYSTEM_ATOMS`` (256) one
+        thread, otherwise every core this process may use.
+    threads : int, optional
+        An explicit count (overrides ``n_atoms``).
+
+    Returns
+    -------
+    int
+        The thread count now in force.
+    """
+    if threads is None:
+        if n_atoms is not None and n_atoms < SMALL_SYSTEM_ATOMS:
+            threads = 1
+        else:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+                os.cpu_count() or 1
+            )
+    if threads < 1:
+        raise ConfigError(f"threads: must be at least 1, got {threads}")
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(int(threads))
+    return int(threads)
 
 
 @dataclass

@@ -36,14 +36,23 @@ import torch
 from ase import Atoms
 
 from potlearn_ase.descriptors.ace_config import ACEConfig
-from potlearn_ase.descriptors.base import Descriptor, DescriptorOutput, species_indices
+from potlearn_ase.descriptors.base import (
+    Descriptor,
+    DescriptorBatchOutput,
+    DescriptorOutput,
+    species_indices,
+)
 from potlearn_ase.descriptors.basis import (
     bessel_radial,
     harmonic_degrees,
     n_harmonics,
     real_harmonics,
 )
-from potlearn_ase.descriptors.neighbours import PaddedNeighbours, padded_neighbours
+from potlearn_ase.descriptors.neighbours import (
+    PaddedNeighbours,
+    SkinNeighbourList,
+    padded_neighbours,
+)
 
 __all__ = ["ACEConfig", "ACEDescriptor", "ACEBatchOutput", "ACEOutput"]
 
@@ -111,6 +120,14 @@ class ACEDescriptor(Descriptor):
     def neighbours(self, frames: Sequence[Atoms]) -> PaddedNeighbours:
         return padded_neighbours(frames, self.config.cutoff, dtype=self.dtype, device=self.device)
 
+    def neighbour_list(self, skin: float) -> SkinNeighbourList:
+        """A neighbour list for :meth:`compute` that MD reuses while atoms move < skin/2.
+
+        (Its layouts hold the pairs inside the cutoff only; a wider layout would give the
+        same result, as every radial function and its derivative vanish from the cutoff on.)
+        """
+        return SkinNeighbourList(self.config.cutoff, skin, dtype=self.dtype, device=self.device)
+
     def _species(self, frames: Sequence[Atoms]) -> torch.Tensor:
         numbers = np.concatenate([a.numbers for a in frames]) if frames else np.zeros(0, int)
         return torch.as_tensor(species_indices(numbers, self.elements), device=self.device)
@@ -173,9 +190,19 @@ class ACEDescriptor(Descriptor):
         return self._invariants(A)
 
     # ------------------------------------------------------------------ closed-form path
-    def compute_batch(self, frames: Sequence[Atoms], *, derivatives: bool = True) -> ACEBatchOutput:
-        """Features of several structures, with what :meth:`ACEBatchOutput.vjp` needs."""
-        nb = self.neighbours(frames)
+    def compute_batch(
+        self,
+        frames: Sequence[Atoms],
+        *,
+        derivatives: bool = True,
+        neighbours: PaddedNeighbours | None = None,
+    ) -> ACEBatchOutput:
+        """Features of several structures, with what :meth:`ACEBatchOutput.vjp` needs.
+
+        ``neighbours``: the frames' layout when the caller keeps one (built for at least the
+        cutoff, e.g. by :meth:`neighbour_list`); by default a new one for the cutoff.
+        """
+        nb = neighbours if neighbours is not None else self.neighbours(frames)
         species = self._species(frames)
         with torch.no_grad():
             r = self._masked_vectors(nb.vectors(), nb.mask)
@@ -210,11 +237,19 @@ class ACEDescriptor(Descriptor):
                 out.angular_pair = ang.view(n * k, 3, 2 * L)
         return out
 
-    def compute(self, atoms: Atoms, *, derivatives: bool = True) -> ACEOutput:
-        return ACEOutput(self.compute_batch([atoms], derivatives=derivatives))
+    def compute(
+        self,
+        atoms: Atoms,
+        *,
+        derivatives: bool = True,
+        neighbours: PaddedNeighbours | None = None,
+    ) -> ACEOutput:
+        return ACEOutput(
+            self.compute_batch([atoms], derivatives=derivatives, neighbours=neighbours)
+        )
 
 
-class ACEBatchOutput:
+class ACEBatchOutput(DescriptorBatchOutput):
     """Features of a batch of structures and the shared pieces of their derivatives."""
 
     def __init__(

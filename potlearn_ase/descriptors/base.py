@@ -14,14 +14,26 @@ Sign conventions (ASE): ``forces = -dE/dx``; ``stress = (1/V) dE/d(strain)`` in 
 from __future__ import annotations
 
 import abc
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from ase import Atoms
 
 from potlearn_ase.data.validate import species_indices
+from potlearn_ase.errors import ConfigError
 
-__all__ = ["Descriptor", "DescriptorOutput", "species_indices", "strain_to_voigt_stress"]
+if TYPE_CHECKING:
+    from potlearn_ase.descriptors.neighbours import PaddedNeighbours, SkinNeighbourList
+
+__all__ = [
+    "Descriptor",
+    "DescriptorBatchOutput",
+    "DescriptorOutput",
+    "StackedOutput",
+    "species_indices",
+    "strain_to_voigt_stress",
+]
 
 
 def strain_to_voigt_stress(dEde: torch.Tensor, volume: float) -> torch.Tensor:
@@ -97,20 +109,192 @@ class DescriptorOutput(abc.ABC):
         """
 
 
+class DescriptorBatchOutput(abc.ABC):
+    """Features of several structures and the derivatives a model needs.
+
+    Attributes
+    ----------
+    features : torch.Tensor
+        ``(n_atoms, K)`` per-atom features of all the structures, in order.
+    species : torch.Tensor
+        ``(n_atoms,)`` int64 element index of each atom.
+    batch : torch.Tensor
+        ``(n_atoms,)`` int64 index of each atom's structure.
+    volumes : list of float
+        Cell volume of each structure (0.0 unless fully periodic).
+    """
+
+    features: torch.Tensor
+    species: torch.Tensor
+    volumes: list[float]
+
+    @property
+    @abc.abstractmethod
+    def batch(self) -> torch.Tensor:
+        """``(n_atoms,)`` structure index of each atom."""
+
+    @property
+    def n_structures(self) -> int:
+        return len(self.volumes)
+
+    @abc.abstractmethod
+    def vjp(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`DescriptorOutput.vjp`; the strain part is ``(M, n_structures, 3, 3)``."""
+
+    def linear_vjp(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`DescriptorOutput.linear_vjp`, strain part ``(M, n_structures, 3, 3)``."""
+        return self.vjp(W[:, self.species, :])
+
+    @abc.abstractmethod
+    def linear_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Design-matrix rows of a linear model for every structure of the batch.
+
+        Returns
+        -------
+        energy_rows : torch.Tensor
+            ``(n_structures, n_species, K)``.
+        dE_dx : torch.Tensor
+            ``(n_atoms, 3, n_species, K)``.
+        dE_dstrain : torch.Tensor
+            ``(n_structures, 3, 3, n_species, K)``.
+        """
+
+
+class StackedOutput(DescriptorBatchOutput):
+    """A batch made of one :class:`DescriptorOutput` per structure (the default batch).
+
+    Descriptors that cannot share work across structures (SNAP through LAMMPS) batch this
+    way: every method runs on each structure and stacks the results.
+    """
+
+    def __init__(self, outputs: Sequence[DescriptorOutput], *, n_species: int, n_features: int):
+        self.outputs = list(outputs)
+        self.n_species = n_species
+        feats = [o.features for o in self.outputs]
+        empty = torch.zeros(0, n_features, dtype=torch.float64)
+        self.features = torch.cat(feats) if feats else empty
+        species = [o.species for o in self.outputs]
+        self.species = torch.cat(species) if species else torch.zeros(0, dtype=torch.int64)
+        self.volumes = [float(o.volume) for o in self.outputs]
+        counts = torch.tensor([o.n_atoms for o in self.outputs], dtype=torch.int64)
+        index = torch.arange(len(self.outputs), dtype=torch.int64)
+        self._batch = torch.repeat_interleave(index, counts).to(self.features.device)
+
+    @property
+    def batch(self) -> torch.Tensor:
+        return self._batch
+
+    def _slices(self) -> list[slice]:
+        out, start = [], 0
+        for o in self.outputs:
+            out.append(slice(start, start + o.n_atoms))
+            start += o.n_atoms
+        return out
+
+    def vjp(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = [o.vjp(G[:, sl]) for o, sl in zip(self.outputs, self._slices())]
+        return _stack_derivatives(parts, G)
+
+    def linear_vjp(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _stack_derivatives([o.linear_vjp(W) for o in self.outputs], W)
+
+    def linear_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        terms = [o.linear_terms() for o in self.outputs]
+        if not terms:
+            K = int(self.features.shape[1])
+            z = self.features.new_zeros
+            return z(0, self.n_species, K), z(0, 3, self.n_species, K), z(
+                0, 3, 3, self.n_species, K
+            )
+        e, dx, de = zip(*terms)
+        return torch.stack(e), torch.cat(dx), torch.stack(de)
+
+
+def _stack_derivatives(
+    parts: list[tuple[torch.Tensor, torch.Tensor]], like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if not parts:
+        M = like.shape[0]
+        return like.new_zeros(M, 0, 3), like.new_zeros(M, 0, 3, 3)
+    dx, de = zip(*parts)
+    return torch.cat(dx, dim=1), torch.stack(de, dim=1)
+
+
 class Descriptor(abc.ABC):
     """Base class: hyperparameters live in a frozen dataclass ``config``.
 
     Subclasses set ``elements`` (tuple of chemical symbols, the order of species indices),
-    ``n_features`` (K) and implement :meth:`compute`.
+    ``n_features`` (K), ``dtype`` and ``device`` (of the tensors it returns) and implement
+    :meth:`compute` and :meth:`todict`. They override :meth:`compute_batch` when several
+    structures can share one pass, :meth:`to` when they can run elsewhere than the CPU, and
+    :meth:`neighbour_list` when they work on the padded neighbour layout of
+    :mod:`~potlearn_ase.descriptors.neighbours` (which lets a calculator reuse it between MD
+    steps).
+
+    Attributes
+    ----------
+    elements : tuple of str
+        Chemical symbols, in the order of species indices.
+    n_features : int
+        Number of features ``K`` per atom.
+    family : str
+        Name of the descriptor family in model files (``"ace"``, ``"snap"``).
+    dtype : torch.dtype
+        Floating-point type of the features and derivatives.
+    device : torch.device
+        Where the features and derivatives are.
     """
 
     elements: tuple[str, ...]
     n_features: int
     family: str = "base"
+    dtype: torch.dtype = torch.float64
+    device: torch.device = torch.device("cpu")
 
     @abc.abstractmethod
-    def compute(self, atoms: Atoms, *, derivatives: bool = True) -> DescriptorOutput:
-        """Features (and, when asked, their derivatives) of one structure."""
+    def compute(
+        self,
+        atoms: Atoms,
+        *,
+        derivatives: bool = True,
+        neighbours: PaddedNeighbours | None = None,
+    ) -> DescriptorOutput:
+        """Features (and, when asked, their derivatives) of one structure.
+
+        ``neighbours``, when given, is this structure's layout from :meth:`neighbour_list`
+        (built for at least the descriptor's cutoff, with the current positions).
+        """
+
+    def compute_batch(
+        self, frames: Sequence[Atoms], *, derivatives: bool = True
+    ) -> DescriptorBatchOutput:
+        """Features of several structures (default: :meth:`compute` on each, stacked)."""
+        return StackedOutput(
+            [self.compute(a, derivatives=derivatives) for a in frames],
+            n_species=len(self.elements),
+            n_features=self.n_features,
+        )
+
+    def to(self, device: torch.device | str) -> Descriptor:
+        """This descriptor on ``device`` (itself when it is there already).
+
+        Raises
+        ------
+        ConfigError
+            The descriptor cannot run on ``device``.
+        """
+        if torch.device(device) == torch.device(self.device):
+            return self
+        raise ConfigError(
+            f"the {self.family} descriptor runs on {self.device} only, not on {device}"
+        )
+
+    def neighbour_list(self, skin: float) -> SkinNeighbourList | None:
+        """A reusable neighbour list for :meth:`compute`'s ``neighbours``, or None.
+
+        None (the default) means the descriptor finds neighbours itself on every call.
+        """
+        return None
 
     @abc.abstractmethod
     def todict(self) -> dict[str, Any]:

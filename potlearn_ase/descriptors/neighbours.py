@@ -18,7 +18,7 @@ from vesin import NeighborList
 
 from potlearn_ase.data.validate import check_structure
 
-__all__ = ["PaddedNeighbours", "neighbour_pairs", "padded_neighbours"]
+__all__ = ["PaddedNeighbours", "SkinNeighbourList", "neighbour_pairs", "padded_neighbours"]
 
 
 def neighbour_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,12 +131,28 @@ def padded_neighbours(
         cells.append(np.asarray(atoms.cell.array, dtype=np.float64))
         batch.append(np.full(len(atoms), b, dtype=np.int64))
         offset += len(atoms)
-    n = offset
     i = np.concatenate(all_i) if all_i else np.zeros(0, np.int64)
     j = np.concatenate(all_j) if all_j else np.zeros(0, np.int64)
     S = np.concatenate(all_S) if all_S else np.zeros((0, 3), np.int64)
     order = np.argsort(i, kind="stable")
-    i, j, S = i[order], j[order], S[order]
+    pos = np.concatenate(positions) if positions else np.zeros((0, 3))
+    cel = np.stack(cells) if cells else np.zeros((0, 3, 3))
+    bat = np.concatenate(batch) if batch else np.zeros(0, np.int64)
+    return _layout(i[order], j[order], S[order], pos, cel, bat, dtype, device)
+
+
+def _layout(
+    i: np.ndarray,
+    j: np.ndarray,
+    S: np.ndarray,
+    pos: np.ndarray,
+    cel: np.ndarray,
+    batch: np.ndarray,
+    dtype: torch.dtype,
+    device: torch.device | str,
+) -> PaddedNeighbours:
+    """The padded layout of pairs ``(i, j, S)`` sorted by ``i`` (``n = len(pos)`` atoms)."""
+    n = len(pos)
     counts = np.bincount(i, minlength=n)
     max_nb = max(int(counts.max()) if n else 0, 1)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if n else np.zeros(0, np.int64)
@@ -148,8 +164,6 @@ def padded_neighbours(
     shift[i, slot] = S
     mask[i, slot] = True
     dev = torch.device(device)
-    pos = np.concatenate(positions) if positions else np.zeros((0, 3))
-    cel = np.stack(cells) if cells else np.zeros((0, 3, 3))
     exact = None
     if dtype != torch.float64:
         exact = tuple(
@@ -158,10 +172,103 @@ def padded_neighbours(
     return PaddedNeighbours(
         positions=torch.as_tensor(pos, dtype=dtype, device=dev),
         cells=torch.as_tensor(cel, dtype=dtype, device=dev),
-        batch=torch.as_tensor(np.concatenate(batch) if batch else np.zeros(0, np.int64),
-                              device=dev),
+        batch=torch.as_tensor(batch, device=dev),
         neighbour=torch.as_tensor(neighbour, device=dev),
         shift=torch.as_tensor(shift, dtype=dtype, device=dev),
         mask=torch.as_tensor(mask, device=dev),
         exact=exact,  # type: ignore[arg-type]
     )
+
+
+class SkinNeighbourList:
+    """Neighbours of one structure from a list that is reused while the atoms stay close.
+
+    The pair list is built for ``cutoff + skin`` and kept until an atom has moved more than
+    ``skin / 2`` since the build, or the cell, the periodicity or the atoms' elements
+    change (the rule of ASE's ``NeighborList`` with a skin): no pair closer than ``cutoff``
+    can be missing until then. Every :meth:`update` selects from it the pairs now closer
+    than ``cutoff`` (from the current positions, in float64) and lays them out as
+    :func:`padded_neighbours` does, so a descriptor sees the pairs a new list would give
+    (in another order within each atom's row) and does no extra work.
+
+    Parameters
+    ----------
+    cutoff : float
+        The descriptor's cutoff radius (Angstrom).
+    skin : float
+        Extra distance (Angstrom); 0 builds a new list on every update.
+    dtype, device
+        As :func:`padded_neighbours`.
+
+    Attributes
+    ----------
+    n_builds : int
+        How many times the pair list was built (the first update included).
+    """
+
+    def __init__(
+        self,
+        cutoff: float,
+        skin: float,
+        *,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str = "cpu",
+    ):
+        if not skin >= 0.0:
+            raise ValueError(f"skin must be a non-negative distance, got {skin!r}")
+        self.cutoff = float(cutoff)
+        self.skin = float(skin)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.n_builds = 0
+        self._pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._positions = np.zeros((0, 3))
+        self._cell = np.zeros((3, 3))
+        self._numbers = np.zeros(0, dtype=np.int64)
+        self._pbc = np.zeros(3, dtype=bool)
+
+    def reset(self) -> None:
+        """Forget the list: the next :meth:`update` builds a new one."""
+        self._pairs = None
+
+    def needs_rebuild(self, atoms: Atoms) -> bool:
+        """Whether ``atoms`` moved or changed too much for the current list."""
+        if self._pairs is None or self.skin == 0.0:
+            return True
+        if (
+            len(atoms) != len(self._numbers)
+            or not np.array_equal(atoms.numbers, self._numbers)
+            or not np.array_equal(atoms.pbc, self._pbc)
+            or not np.array_equal(atoms.cell.array, self._cell)
+        ):
+            return True
+        if not len(atoms):
+            return False
+        d = atoms.positions - self._positions
+        moved = np.einsum("ij,ij->i", d, d).max()
+        return not moved <= (0.5 * self.skin) ** 2  # NaN positions rebuild (and raise)
+
+    def update(self, atoms: Atoms) -> PaddedNeighbours:
+        """The layout of ``atoms`` now; the pair list is rebuilt only when needed."""
+        if self.needs_rebuild(atoms):
+            if self.skin == 0.0:
+                self.n_builds += 1
+                return padded_neighbours([atoms], self.cutoff, dtype=self.dtype, device=self.device)
+            check_structure(atoms)
+            i, j, S = neighbour_pairs(atoms, self.cutoff + self.skin)
+            order = np.argsort(i, kind="stable")
+            self._pairs = (i[order], j[order], S[order])
+            self._positions = np.array(atoms.positions, dtype=np.float64)
+            self._cell = np.array(atoms.cell.array, dtype=np.float64)
+            self._numbers = np.array(atoms.numbers)
+            self._pbc = np.array(atoms.pbc, dtype=bool)
+            self.n_builds += 1
+        assert self._pairs is not None
+        i, j, S = self._pairs
+        pos = np.asarray(atoms.positions, dtype=np.float64)
+        r = pos[j] - pos[i] + S @ self._cell
+        keep = np.einsum("ij,ij->i", r, r) < self.cutoff**2
+        return _layout(
+            i[keep], j[keep], S[keep], pos, self._cell[None], np.zeros(len(pos), np.int64),
+            self.dtype, self.device,
+        )

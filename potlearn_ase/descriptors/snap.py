@@ -35,6 +35,7 @@ from potlearn_ase.descriptors.snap_config import SNAPConfig
 from potlearn_ase.errors import ConfigError, EngineError, PotlearnError
 
 if TYPE_CHECKING:
+    from potlearn_ase.descriptors.neighbours import PaddedNeighbours
     from potlearn_ase.engines.lammps.library import LammpsBox
 
 __all__ = ["SNAPConfig", "SNAPDescriptor", "SNAPOutput", "bispectrum_indices"]
@@ -223,11 +224,24 @@ class SNAPDescriptor(Descriptor):
         return np.array(arr[self._order], dtype=np.float64)
 
     # ------------------------------------------------------------------ public
-    def compute(self, atoms: Atoms, *, derivatives: bool = True) -> SNAPOutput:
+    def compute(
+        self,
+        atoms: Atoms,
+        *,
+        derivatives: bool = True,
+        neighbours: PaddedNeighbours | None = None,
+    ) -> SNAPOutput:
         """Bispectrum components (and, when asked, their derivatives) of one structure.
+
+        LAMMPS finds the neighbours itself (:meth:`neighbour_list` is None), so
+        ``neighbours`` must stay None. Several structures batch through the base class's
+        :meth:`~potlearn_ase.descriptors.base.Descriptor.compute_batch` (one LAMMPS pass each,
+        stacked).
 
         Raises
         ------
+        TypeError
+            ``neighbours`` given.
         UnknownElementError
             An atom's element is not in ``elements``.
         InvalidStructureError
@@ -235,6 +249,8 @@ class SNAPDescriptor(Descriptor):
         EngineError
             LAMMPS is missing or failed.
         """
+        if neighbours is not None:
+            raise TypeError("the SNAP descriptor finds neighbours inside LAMMPS; pass none")
         check_structure(atoms)
         species = species_indices(atoms.numbers, self.elements)
         n, S, K = len(atoms), self.n_species, self.n_features

@@ -145,8 +145,17 @@ class OnTheFlyLearner(DynamicsMixin):
 
     # ------------------------------------------------------------------ core
     def evaluate(self, atoms: Atoms) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Committee results (calibrated) and the raw per-member prediction."""
-        pred = self.model.predict(atoms, forces=True, stress=bool(atoms.pbc.all()))
+        """Committee results (calibrated) and the raw per-member prediction.
+
+        Uses the committee calculator's neighbour list, reused between MD steps (its skin).
+        """
+        nl = self.committee.neighbour_list()
+        pred = self.model.predict(
+            atoms,
+            forces=True,
+            stress=bool(atoms.pbc.all()),
+            neighbours=None if nl is None else nl.update(atoms),
+        )
         return committee_results(pred, self.committee.calibration), pred
 
     def step(

@@ -16,14 +16,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from ase import Atoms
 
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.data.validate import get_labels
+from potlearn_ase.descriptors.base import Descriptor
 from potlearn_ase.learners.otf_settings import OTFSettings
+from potlearn_ase.models.base import CommitteeModel
 from potlearn_ase.models.calibration import ONE_SIGMA
 from potlearn_ase.models.linear import LinearCommittee
 
@@ -53,12 +54,12 @@ def calibration_factor(
 
 
 def update_model(
-    model: Any,
+    model: CommitteeModel,
     labelled: list[Atoms],
     store: LabelStore,
     settings: OTFSettings,
     rng: np.random.Generator,
-) -> Any:
+) -> CommitteeModel:
     """The model after learning from ``labelled`` (already in ``store``).
 
     A :class:`~potlearn_ase.models.linear.LinearCommittee` is updated in place and returned;
@@ -84,9 +85,9 @@ def update_model(
         lr=1e-3,
         seed=seed,
         patience=settings.neural_finetune_epochs,
-        device=str(getattr(model.descriptor, "device", "cpu")),
+        device=str(model.descriptor.device),
     )
-    active = getattr(model, "active_set", None)
+    active = model.active_set
     model, _ = train_neural(model.descriptor, frames, None, cfg, init=model)
     if active is not None:
         model.active_set = active.extended(model.descriptor, labelled)
@@ -94,7 +95,7 @@ def update_model(
 
 
 def pick_diverse(
-    descriptor: Any, frames: Sequence[Atoms], uncertainties: Sequence[float], k: int
+    descriptor: Descriptor, frames: Sequence[Atoms], uncertainties: Sequence[float], k: int
 ) -> list[int]:
     """Indices of ``k`` diverse frames: farthest-point sampling of their mean descriptor
     (standardised), starting from the most uncertain frame."""

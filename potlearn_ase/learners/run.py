@@ -26,6 +26,7 @@ from ase import Atoms, units
 
 from potlearn_ase.calculators.committee import CommitteeCalculator
 from potlearn_ase.config import to_mapping
+from potlearn_ase.data.batch import set_cpu_threads
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.descriptors.ace import ACEConfig, ACEDescriptor
 from potlearn_ase.errors import ConfigError, ReferenceFailure
@@ -198,6 +199,11 @@ def run_otf(
         no reference call is repeated for a stored structure.
     run_dir : path, optional
         Overrides ``config.run_dir``.
+
+    Notes
+    -----
+    Sets torch's CPU thread count once for the run from the size of the starting structure
+    (:func:`~potlearn_ase.data.batch.set_cpu_threads`).
     """
     t_start = time.perf_counter()
     if resume:
@@ -219,6 +225,7 @@ def run_otf(
     reference = Reference.from_spec(cfg.reference)
     trigger = trigger_from_config(cfg.trigger)
     start = build_structure(cfg.structure)
+    set_cpu_threads(len(start))
     if not resume:
         rd.mkdir(parents=True, exist_ok=True)
         (rd / "config.yaml").write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False))

@@ -11,30 +11,9 @@ import torch
 from ase import Atoms
 
 from potlearn_ase.descriptors.base import Descriptor, DescriptorOutput, strain_to_voigt_stress
+from potlearn_ase.descriptors.neighbours import PaddedNeighbours
 
-__all__ = ["CommitteeModel", "CommitteePrediction", "threads_for"]
-
-#: below this many atoms, one CPU thread is faster than several (thread start-up and
-#: contention dominate the small tensor operations)
-SMALL_SYSTEM_ATOMS = 256
-
-
-class threads_for:
-    """Context manager: one torch CPU thread for small structures, the default otherwise."""
-
-    def __init__(self, n_atoms: int, device: torch.device | str = "cpu"):
-        self.small = n_atoms < SMALL_SYSTEM_ATOMS and torch.device(device).type == "cpu"
-        self.saved = 0
-
-    def __enter__(self) -> None:
-        if self.small:
-            self.saved = torch.get_num_threads()
-            if self.saved != 1:
-                torch.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.small and self.saved != 1:
-            torch.set_num_threads(self.saved)
+__all__ = ["CommitteeModel", "CommitteePrediction"]
 
 
 class CommitteePrediction(dict):
@@ -101,7 +80,7 @@ class CommitteeModel(torch.nn.Module, abc.ABC):
     ) -> dict[str, torch.Tensor]:
         """Committee predictions from a descriptor output (torch tensors)."""
         res: dict[str, torch.Tensor] = {}
-        if getattr(self, "active_set", None) is not None:
+        if self.active_set is not None:
             res["extrapolation_grade"] = self.active_set.grade_features(out.features, out.species)
         W = self.linear_weights()
         if not forces:
@@ -123,12 +102,22 @@ class CommitteeModel(torch.nn.Module, abc.ABC):
         return res
 
     def predict(
-        self, atoms: Atoms, *, forces: bool = True, stress: bool = True
+        self,
+        atoms: Atoms,
+        *,
+        forces: bool = True,
+        stress: bool = True,
+        neighbours: PaddedNeighbours | None = None,
     ) -> CommitteePrediction:
-        """Every member's energy, per-atom energies, forces and stress for one structure."""
-        device = getattr(self.descriptor, "device", "cpu")
-        with torch.no_grad(), threads_for(len(atoms), device):
-            out = self.descriptor.compute(atoms, derivatives=forces)
+        """Every member's energy, per-atom energies, forces and stress for one structure.
+
+        ``neighbours``: the structure's current layout from the descriptor's
+        :meth:`~potlearn_ase.descriptors.base.Descriptor.neighbour_list`, when the caller
+        reuses one between MD steps. Runs with torch's current thread count (see
+        :func:`potlearn_ase.set_cpu_threads`).
+        """
+        with torch.no_grad():
+            out = self.descriptor.compute(atoms, derivatives=forces, neighbours=neighbours)
             res = self.predict_output(out, forces=forces, stress=stress)
         return CommitteePrediction({k: v.detach().cpu().numpy() for k, v in res.items()})
 

@@ -20,7 +20,7 @@ from ase.data import atomic_numbers
 
 from potlearn_ase.data.validate import get_labels, require_labels
 from potlearn_ase.descriptors.base import Descriptor
-from potlearn_ase.models.base import CommitteeModel, threads_for
+from potlearn_ase.models.base import CommitteeModel
 from potlearn_ase.models.posterior import NormalEquations, Posterior, solve_posterior
 
 __all__ = ["LinearFitConfig", "LinearCommittee", "fit_linear", "design_rows"]
@@ -83,8 +83,7 @@ def design_rows(
         require_labels(
             atoms, energy=True, forces=config.force_weight > 0, stress=bool(stress), where=where
         )
-    with threads_for(sum(len(a) for a in frames), getattr(descriptor, "device", "cpu")):
-        outputs = _linear_terms(descriptor, frames)
+    outputs = _linear_terms(descriptor, frames)
     for atoms, labels, (e_row, dEdx, dEde, species) in zip(frames, all_labels, outputs):
         n = len(atoms)
         counts = np.bincount(species, minlength=S).astype(np.float64)
@@ -118,32 +117,18 @@ def design_rows(
 def _linear_terms(
     descriptor: Descriptor, frames: Sequence[Atoms]
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """``linear_terms`` of each structure, batched when the descriptor can batch."""
-    compute_batch = getattr(descriptor, "compute_batch", None)
+    """``linear_terms`` of each structure, from one batched descriptor pass."""
+    if not frames:
+        return []
+    out = descriptor.compute_batch(frames)
+    e_rows, dEdx, dEde = (t.cpu().numpy() for t in out.linear_terms())
+    species = out.species.cpu().numpy()
     result = []
-    if compute_batch is not None and len(frames) > 1:
-        out = compute_batch(frames)
-        e_rows, dEdx, dEde = out.linear_terms()
-        species = out.species.cpu().numpy()
-        start = 0
-        for b, atoms in enumerate(frames):
-            n = len(atoms)
-            result.append(
-                (
-                    e_rows[b].cpu().numpy(),
-                    dEdx[start : start + n].cpu().numpy(),
-                    dEde[b].cpu().numpy(),
-                    species[start : start + n],
-                )
-            )
-            start += n
-        return result
-    for atoms in frames:
-        o = descriptor.compute(atoms)
-        e_row, dx, de = o.linear_terms()
-        result.append(
-            (e_row.cpu().numpy(), dx.cpu().numpy(), de.cpu().numpy(), o.species.cpu().numpy())
-        )
+    start = 0
+    for b, atoms in enumerate(frames):
+        n = len(atoms)
+        result.append((e_rows[b], dEdx[start : start + n], dEde[b], species[start : start + n]))
+        start += n
     return result
 
 
@@ -176,9 +161,9 @@ class LinearCommittee(CommitteeModel):
         config: LinearFitConfig | None = None,
     ):
         super().__init__(descriptor)
-        dtype = getattr(descriptor, "dtype", torch.float64)
-        device = getattr(descriptor, "device", torch.device("cpu"))
-        coef_t = torch.as_tensor(np.asarray(coef), dtype=dtype, device=device)
+        coef_t = torch.as_tensor(
+            np.asarray(coef), dtype=descriptor.dtype, device=descriptor.device
+        )
         if coef_t.ndim != 3 or coef_t.shape[1:] != (
             len(descriptor.elements),
             descriptor.n_features + 1,
@@ -234,7 +219,7 @@ class LinearCommittee(CommitteeModel):
             chunk = frames[start : start + self.config.batch_size]
             A, y, w = design_rows(self.descriptor, chunk, self.config)
             ne.add(A, y, w)
-        self.redraw(np.random.default_rng(rng))
+        self.draw_members(np.random.default_rng(rng))
         if self.active_set is not None:
             self.active_set = self.active_set.extended(self.descriptor, frames)
         return self
@@ -255,9 +240,10 @@ class LinearCommittee(CommitteeModel):
             unregularised=unreg,
         )
 
-    def redraw(self, rng: np.random.Generator) -> None:
-        """Solve the posterior of the normal equations and draw the committee from it."""
-        assert self.normal_equations is not None
+    def draw_members(self, rng: np.random.Generator) -> None:
+        """Solve the posterior of the kept normal equations and draw the members from it."""
+        if self.normal_equations is None:
+            raise RuntimeError("this model keeps no normal equations; refit it with fit_linear")
         S, K = len(self.descriptor.elements), self.descriptor.n_features
         post = self.solve_posterior(self.normal_equations)
         draws = post.sample(self.config.n_members, rng=rng)
@@ -318,14 +304,13 @@ def fit_linear(
         chunk = list(frames[start : start + config.batch_size])
         A, y, w = design_rows(descriptor, chunk, config, first_index=start)
         ne.add(A, y, w)
-    dtype = getattr(descriptor, "dtype", torch.float64)
     model = LinearCommittee(
         descriptor,
-        torch.zeros(config.n_members, S, K + 1, dtype=dtype),
+        torch.zeros(config.n_members, S, K + 1, dtype=descriptor.dtype),
         normal_equations=ne,
         config=config,
     )
-    model.redraw(np.random.default_rng(rng))
+    model.draw_members(np.random.default_rng(rng))
     return model
 
 

@@ -86,8 +86,7 @@ class NeuralCommittee(CommitteeModel):
         self.seed = int(seed)
         self._n_members = int(n_members)
         S, K = len(descriptor.elements), descriptor.n_features
-        dtype = getattr(descriptor, "dtype", torch.float64)
-        device = getattr(descriptor, "device", torch.device("cpu"))
+        dtype, device = descriptor.dtype, descriptor.device
         sizes = [K, *self.hidden, 1]
         per_member: list[list[torch.Tensor]] = []
         for m in self.members:

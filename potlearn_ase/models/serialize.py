@@ -65,7 +65,7 @@ def model_state(
     else:
         for k, v in model.state_dict().items():
             tensors[f"state.{k}"] = v.detach().cpu()
-    if getattr(model, "active_set", None) is not None:
+    if model.active_set is not None:
         for k, v in model.active_set.state().items():
             tensors[f"active_set.{k}"] = v
     return header, tensors
@@ -156,7 +156,7 @@ def model_from_state(
         if missing:
             raise ModelFormatError(f"{where}: missing tensors {sorted(missing)}")
         model.load_state_dict(state)
-        model = model.to(descriptor.device if hasattr(descriptor, "device") else "cpu")
+        model = model.to(descriptor.device)
         return _with_active_set(model, tensors, where)
     raise ModelFormatError(f"{where}: unknown model kind {kind!r} (key 'kind')")
 

@@ -222,7 +222,7 @@ def descriptor_features(
     ----------
     frames : sequence of ase.Atoms
     descriptor : Descriptor
-        Any descriptor (batched through ``compute_batch`` when it has one).
+        Any descriptor (batched through its ``compute_batch``).
     reduce : {"mean", "sum"}
         See :func:`~potlearn_ase.selection.fps.structure_features`.
     batch_size : int
@@ -236,15 +236,9 @@ def descriptor_features(
         Or ``(structure_features, (per_atom_features, batch_index))`` with ``per_atom``.
     """
     feats, index = [], []
-    compute_batch = getattr(descriptor, "compute_batch", None)
     for start in range(0, len(frames), batch_size):
         chunk = list(frames[start : start + batch_size])
-        if compute_batch is not None:
-            B = compute_batch(chunk, derivatives=False).features.detach().cpu().numpy()
-        else:
-            B = np.concatenate(
-                [descriptor.compute(a, derivatives=False).features.cpu().numpy() for a in chunk]
-            )
+        B = descriptor.compute_batch(chunk, derivatives=False).features.detach().cpu().numpy()
         feats.append(B)
         index.append(np.repeat(np.arange(start, start + len(chunk)), [len(a) for a in chunk]))
     K = int(descriptor.n_features)

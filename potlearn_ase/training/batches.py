@@ -39,7 +39,7 @@ class Shard:
 
     def __init__(self, descriptor: Descriptor, frames: Sequence[Atoms], index: np.ndarray):
         self.index = np.asarray(index, dtype=np.int64)
-        self.out = descriptor.compute_batch(frames)  # type: ignore[attr-defined]
+        self.out = descriptor.compute_batch(frames)
         dev, dt = self.out.features.device, self.out.features.dtype
         labels = [get_labels(a) for a in frames]
         self.energy = torch.tensor([lab["energy"] for lab in labels], dtype=dt, device=dev)

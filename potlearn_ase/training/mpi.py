@@ -232,15 +232,14 @@ def fit_linear_mpi(
             A, y, w = design_rows(descriptor, list(frames[start:stop]), config, first_index=start)
             ne.add(A, y, w)
         ne = reduce_normal_equations(ne, comm)
-    dtype = getattr(descriptor, "dtype", torch.float64)
     model = LinearCommittee(
         descriptor,
-        torch.zeros(config.n_members, S, K + 1, dtype=dtype),
+        torch.zeros(config.n_members, S, K + 1, dtype=descriptor.dtype),
         normal_equations=ne,
         config=config,
     )
     if rank == 0:
-        model.redraw(np.random.default_rng(rng))
+        model.draw_members(np.random.default_rng(rng))
         solved: tuple[Any, Any] | None = (model.coef.cpu().numpy(), model.posterior)
     else:
         solved = None

@@ -161,8 +161,8 @@ def train_neural(
     if shards < 1:
         raise ConfigError(f"shards must be at least 1, got {shards}")
     device = resolve_device(cfg.device)
-    if getattr(descriptor, "device", device) != device and hasattr(descriptor, "to"):
-        descriptor = descriptor.to(device)  # type: ignore[attr-defined]
+    if descriptor.device != device:
+        descriptor = descriptor.to(device)
     for k, a in enumerate(train):
         require_labels(a, energy=True, forces=True, where=f"training structure {k}")
     if val:

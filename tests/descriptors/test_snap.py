@@ -341,3 +341,38 @@ def test_atoms_to_lammps_positions_roundtrip(pbc):
     with pytest.raises(EngineError, match="clear"):
         atoms_to_lammps(lmp, atoms, ["Cu", "Au"])
     lmp.close()
+
+
+def test_declared_interface_batches_by_stacking_and_stays_on_the_cpu(cuau_desc, rattled_cuau):
+    slab = fcc111("Cu", (2, 2, 2), a=3.7, vacuum=4.0)
+    slab.numbers[[0, 5]] = 79
+    frames = [rattled_cuau, slab, rattled_cuau[:3]]
+    batch = cuau_desc.compute_batch(frames)
+    singles = [cuau_desc.compute(a) for a in frames]
+    assert cuau_desc.dtype == torch.float64 and cuau_desc.device == torch.device("cpu")
+    np.testing.assert_array_equal(
+        batch.features.numpy(), np.concatenate([o.features.numpy() for o in singles])
+    )
+    assert batch.batch.tolist() == [b for b, a in enumerate(frames) for _ in range(len(a))]
+    assert batch.volumes == [o.volume for o in singles] and batch.n_structures == 3
+    e, dx, de = batch.linear_terms()
+    W = _weights(cuau_desc)
+    fx, fe = batch.linear_vjp(W)
+    start = 0
+    for b, o in enumerate(singles):
+        n = o.n_atoms
+        e1, dx1, de1 = o.linear_terms()
+        np.testing.assert_array_equal(e[b].numpy(), e1.numpy())
+        np.testing.assert_array_equal(dx[start : start + n].numpy(), dx1.numpy())
+        np.testing.assert_array_equal(de[b].numpy(), de1.numpy())
+        gx, ge = o.linear_vjp(W)
+        np.testing.assert_array_equal(fx[:, start : start + n].numpy(), gx.numpy())
+        np.testing.assert_array_equal(fe[:, b].numpy(), ge.numpy())
+        start += n
+    with pytest.raises(NotImplementedError, match="linear models only"):
+        batch.vjp(torch.zeros(1, batch.features.shape[0], cuau_desc.n_features))
+    assert cuau_desc.to("cpu") is cuau_desc and cuau_desc.neighbour_list(0.5) is None
+    with pytest.raises(ConfigError, match="cpu only"):
+        cuau_desc.to("meta")
+    with pytest.raises(TypeError, match="LAMMPS"):
+        cuau_desc.compute(rattled_cuau, neighbours=object())  # type: ignore[arg-type]
