@@ -25,7 +25,8 @@ At the end it reports:
 
 Prints a table and writes ``benchmarks/results/sigkill.json``.
 
-Usage: ``python benchmarks/sigkill.py [--kills 20] [--steps 1500] [--seed 0] [--out PATH]``
+Usage: ``python benchmarks/sigkill.py [--kills 20] [--steps 1500] [--seed 0] [--out PATH]
+[--quick]``
 """
 
 from __future__ import annotations
@@ -262,7 +263,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="longest wait before a kill once the run works (s)")
     p.add_argument("--out", default=str(HERE / "results" / "sigkill.json"))
     p.add_argument("--workdir", default=None, help="keep the run here (default: a temp dir)")
+    p.add_argument("--quick", action="store_true", help="5 kills of a 300-step run")
     args = p.parse_args(argv)
+    if args.quick:
+        args.kills, args.steps = 5, 300
     if args.workdir:
         work = Path(args.workdir)
         work.mkdir(parents=True, exist_ok=False)

@@ -155,16 +155,23 @@ def counters_from_store(store: Any) -> dict[str, Any]:
 
     Records with a ``learner_step`` in their provenance are the learner's reference calls
     (starting labels have none). Returns ``n_reference_calls``, ``n_failures``,
-    ``label_steps`` (the learner step of each label, in store order) and
-    ``reference_seconds``.
+    ``label_steps`` (the learner step of each label, in store order),
+    ``reference_seconds``, ``ratios`` (the prequential calibration ratios stored with the
+    labels) and ``ratios_complete`` (whether every learner label holds its ratios).
     """
     label_steps: list[int] = []
+    ratios: list[float] = []
+    complete = True
     seconds = 0.0
     for atoms in store:
         prov = atoms.info.get("provenance", {})
         if prov.get("learner_step") is not None:
             label_steps.append(int(prov["learner_step"]))
             seconds += float(prov.get("wall_time") or 0.0)
+            if "calibration_ratios" in prov:
+                ratios.extend(float(r) for r in prov["calibration_ratios"])
+            else:
+                complete = False
     n_failures = 0
     for failure in store.failures():
         if failure.provenance.get("learner_step") is not None:
@@ -175,4 +182,6 @@ def counters_from_store(store: Any) -> dict[str, Any]:
         "n_failures": n_failures,
         "label_steps": label_steps,
         "reference_seconds": seconds,
+        "ratios": ratios,
+        "ratios_complete": complete,
     }

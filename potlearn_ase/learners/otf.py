@@ -267,6 +267,7 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
             answers = [self.reference.label(frames[todo[0]])]
         else:
             answers = self.reference.label_many([frames[k] for k in todo], executor=self.executor)
+        ratios: dict[int, list[float]] = {}
         for k, res in zip(todo, answers):
             self.state.n_reference_calls += 1
             self.state.reference_seconds += res.wall_time
@@ -298,17 +299,21 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
                 log.warning("reference failed at step %d: %s", self.state.step, res.error)
                 continue
             self.state.consecutive_failures = 0
+            # prequential calibration: the prediction before the update against the label,
+            # stored with the label so that a resume rebuilds every ratio from the store
+            pk = preds[k]
+            assert pk is not None
+            prov["calibration_ratios"] = prequential_ratios(pk, res.atoms)
             self.store.append(res.atoms, provenance=prov)
             out[k] = res.atoms
+            ratios[k] = prov["calibration_ratios"]
         new = set(todo)
         labelled = [(out[k], preds[k]) for k in range(n) if k in new and out[k] is not None]
         if not labelled:
             self._check_failures(frames[-1], answers[-1].error if answers else None)
             return out
-        for a, p in labelled:
-            # prequential calibration: the prediction before the update against the label
-            assert a is not None and p is not None
-            self.state.ratios.extend(prequential_ratios(p, a))
+        for k in sorted(ratios):
+            self.state.ratios.extend(ratios[k])
             self.state.label_steps.append(int(self.state.step))
         self._retrain([a for a, _ in labelled])
         for r in results:

@@ -31,7 +31,7 @@ class CheckpointMixin:
 
     A base of ``OnTheFlyLearner`` only: it uses the learner's ``run_dir``, ``committee``,
     ``state``, ``store``, ``trigger``, ``_rng``, ``_accepted``, ``checkpoint_extra`` and
-    ``_history_log``.
+    ``_history_log``; ``_ratios_in_store`` is its own.
     """
 
     def checkpoint(
@@ -47,6 +47,8 @@ class CheckpointMixin:
         self._history_saved = len(self.state.history)
         state = asdict(self.state)
         state.pop("history")  # streamed to history.jsonl
+        if getattr(self, "_ratios_in_store", True):
+            state.pop("ratios")  # each label's are in its provenance
         state["history_file"] = self._history_log.path.name
         state["trigger"] = self.trigger.state_dict()
         state["rng"] = self._rng.bit_generator.state
@@ -111,8 +113,14 @@ class CheckpointMixin:
         self._history_saved = len(history)
 
     def sync_counters(self) -> None:
-        """Counters of reference calls, failures and label steps from the label store."""
+        """Counters of reference calls, failures, label steps and calibration ratios from the
+        label store (the ratios stay those of ``state.json`` for labels of earlier versions,
+        which did not store them)."""
         counts = counters_from_store(self.store)
+        # labels of earlier versions have no ratios: those stay in state.json
+        self._ratios_in_store = counts["ratios_complete"]
+        if counts["ratios_complete"]:
+            self.state.ratios = counts["ratios"]
         self.state.n_reference_calls = counts["n_reference_calls"]
         self.state.n_failures = counts["n_failures"]
         self.state.label_steps = counts["label_steps"]

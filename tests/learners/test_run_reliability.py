@@ -78,6 +78,7 @@ def _check_consistent(run_dir, steps: int = STEPS, interval: int = 5) -> dict:
     assert state["label_steps"] == label_steps
     assert state["n_labels"] == n_labels
     assert "history" not in state  # streamed to history.jsonl
+    assert "ratios" not in state  # stored with each label, rebuilt on resume
     history = HistoryLog(run_dir / "history.jsonl").read()
     hs = [h["step"] for h in history]
     assert hs == list(range(len(hs))) and len(hs) == state["step"]
