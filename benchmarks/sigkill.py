@@ -88,6 +88,19 @@ def _wait_for_progress(child: subprocess.Popen[bytes], run_dir: Path, since: flo
         time.sleep(0.05)
 
 
+def _where(run_dir: Path) -> dict[str, Any]:
+    """Where a killed run was: its checkpointed MD step and the size of its journal."""
+    try:
+        md_step = json.loads((run_dir / "state.json").read_text())["md_step"]
+    except (OSError, ValueError, KeyError):
+        md_step = None
+    try:
+        journal = (run_dir / "labels.h5.journal").stat().st_size
+    except OSError:
+        journal = None
+    return {"checkpointed_md_step": md_step, "journal_bytes": journal}
+
+
 def _store(run_dir: Path) -> dict[str, Any]:
     from potlearn_ase.data.store import LabelStore, structure_hash
 
@@ -160,6 +173,7 @@ def campaign(
         [str(HERE.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
     done_kills, failed, finished_early, starts = 0, [], 0, 0
+    kill_log: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     completed = False
     while not completed:
@@ -171,7 +185,8 @@ def campaign(
         t_start = time.time()
         child = _start(args, env, stderr_log)
         if done_kills < kills:
-            if rng.random() < 0.2:  # during start-up (imports, model fit, restore)
+            phase = "start-up" if rng.random() < 0.2 else "running"
+            if phase == "start-up":  # imports, model fit, restore
                 delay = float(rng.uniform(0.1, 4.0))
             else:  # once the run works (labels or checkpoints written), at a random moment
                 _wait_for_progress(child, run_dir, t_start)
@@ -182,6 +197,8 @@ def campaign(
                 os.kill(child.pid, signal.SIGKILL)
                 child.wait()
                 done_kills += 1
+                kill_log.append({"phase": phase, "after_s": round(time.time() - t_start, 2),
+                                 **_where(run_dir)})
                 continue
             finished_early += code == 0
         else:
@@ -200,6 +217,7 @@ def campaign(
         "failed_resumes": len(failed),
         "failures": failed,
         "finished_before_kill": finished_early,
+        "kill_log": kill_log,
         "steps": steps,
         "wall_time_s": wall,
     }
@@ -244,6 +262,12 @@ def print_table(r: dict[str, Any]) -> None:
             ("interrupted calls (killed)", r["interrupted_calls"], ""),
             ("counters == store", r["counters_equal"], "True"),
         ]
+    phases = collections.Counter(k["phase"] for k in r.get("kill_log", []))
+    steps = [k["checkpointed_md_step"] for k in r.get("kill_log", [])]
+    rows.append(("kills in start-up/running", f"{phases['start-up']}/{phases['running']}", ""))
+    known = [s for s in steps if s is not None]
+    if known:
+        rows.append(("checkpointed step at kill", f"{min(known)}..{max(known)}", ""))
     rows.append(("wall time (s)", f"{r['wall_time_s']:.0f}", ""))
     print(f"{'quantity':<28} {'value':>10} {'target':>8}")
     for name, value, target in rows:
