@@ -21,15 +21,57 @@ __all__ = ["from_mapping", "read_config_file", "to_mapping"]
 T = TypeVar("T")
 
 
+def _unique_key_loader(path: Path) -> type:
+    """A ``yaml.SafeLoader`` whose mappings refuse a key given twice (YAML would keep the last)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # keys given explicitly may override merged ones
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the default constructor reports it
+                continue
+            if first is not None:
+                raise ConfigError(
+                    f"{path}, line {line}: duplicate key {key!r} (first given on line {first}); "
+                    "YAML would silently keep the last value"
+                )
+            seen[key] = line
+        loader.flatten_mapping(node)
+        return loader.construct_mapping(node, deep=True)
+
+    UniqueKeyLoader.add_constructor(
+        yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping
+    )
+    return UniqueKeyLoader
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (or JSON) file into a mapping; errors name the file."""
+    """Read a YAML (or JSON) file into a mapping; errors name the file.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    ConfigError
+        Not valid YAML, not a mapping, or a key given twice in one mapping (naming the file,
+        the line and the key).
+    """
     import yaml
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_unique_key_loader(path))  # noqa: S506
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if data is None:

@@ -56,6 +56,10 @@ class StoreError(PotlearnError, RuntimeError):
     """The label store cannot be opened or written."""
 
 
+class CheckpointError(PotlearnError, RuntimeError):
+    """A checkpoint file of a run (``state.json``, ``history.jsonl``) cannot be read."""
+
+
 class ReferenceFailure(PotlearnError, RuntimeError):
     """A reference calculation failed after its retries (recorded, never raised into MD)."""
 

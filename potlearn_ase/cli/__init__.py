@@ -20,7 +20,7 @@ from typing import Any
 
 from potlearn_ase import __version__
 from potlearn_ase.cli.common import DefaultsHelpFormatter, add_label_key_arguments
-from potlearn_ase.errors import ConfigError, PotlearnError, UnknownElementError
+from potlearn_ase.errors import PotlearnError, UnknownElementError
 
 __all__ = ["main", "DEMO_CONFIG"]
 
@@ -84,26 +84,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.steps is not None:
         cfg["md"] = {**cfg["md"], "steps": args.steps}
     run_dir = Path(args.run_dir)
-    if run_dir.exists() and (run_dir / "state.json").exists():
-        import shutil
+    from potlearn_ase.learners.run_dir import prepare_demo_dir
 
-        import yaml
-
-        try:
-            old = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            old = {}
-        ours = all(
-            (old.get(section) or {}).get(k) == v
-            for section in ("structure", "trigger")
-            for k, v in DEMO_CONFIG[section].items()
-        )
-        if not ours:
-            raise ConfigError(
-                f"{run_dir} holds a potlearn run that is not a demo run; the demo replaces "
-                "only its own runs: give another --run-dir"
-            )
-        shutil.rmtree(run_dir)  # an earlier demo run
+    prepare_demo_dir(run_dir, cfg)  # replaces only a run the demo made (marker file)
     print("potlearn demo: on-the-fly learning of fcc Cu (32 atoms) with ASE's EMT as reference,")
     print(
         f"Langevin MD heating 300 -> 1200 K over {cfg['md']['steps']} steps of 2 fs, "

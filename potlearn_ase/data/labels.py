@@ -67,30 +67,68 @@ def _voigt(value: Any, where: str, key: str) -> np.ndarray:
     return v
 
 
+def _carried(atoms: Atoms, results: dict[str, Any]) -> str:
+    keys = sorted(set(atoms.info) | set(atoms.arrays) | set(results))
+    keys = [k for k in keys if k not in ("numbers", "positions")]
+    return ", ".join(keys) or "none"
+
+
+def _missing(carried: str, where: str, what: str, key: str) -> None:
+    raise MissingLabelError(
+        f"{where}: the {what} key {key!r} is not in the frame; it carries: {carried}"
+    )
+
+
 def apply_label_keys(atoms: Atoms, keys: LabelKeys, where: str) -> Atoms:
     """Move the labels named by ``keys`` out of ``info``/``arrays`` into ``atoms``'s labels.
 
     Labels already present under ASE's own names are kept unless ``keys`` names others.
     Returns ``atoms`` (changed in place).
+
+    Raises
+    ------
+    MissingLabelError
+        A key that ``keys`` names (other than ASE's own name) is absent from the frame: the
+        energy or forces key always, the stress or virial key for a cell periodic in x, y
+        and z (a misspelled key never falls back to the file's own labels). The message
+        names ``where``, the key and the keys the frame carries.
     """
     calc = atoms.calc
     results: dict[str, Any] = dict(getattr(calc, "results", None) or {})
+    carried = _carried(atoms, results)
     changed = False
-    if keys.energy != "energy" and keys.energy in atoms.info:
-        results["energy"] = atoms.info.pop(keys.energy)
+    if keys.energy != "energy":
+        if keys.energy in atoms.info:
+            results["energy"] = atoms.info.pop(keys.energy)
+        elif keys.energy in results:
+            results["energy"] = results[keys.energy]
+        else:
+            _missing(carried, where, "energy", keys.energy)
+        results["free_energy"] = results["energy"]  # not the file's own, other energy
         changed = True
-    if keys.forces != "forces" and keys.forces in atoms.arrays:
-        results["forces"] = np.array(atoms.arrays.pop(keys.forces), dtype=float)
+    if keys.forces != "forces":
+        if keys.forces in atoms.arrays:
+            results["forces"] = np.array(atoms.arrays.pop(keys.forces), dtype=float)
+        elif keys.forces in results:
+            results["forces"] = np.array(results[keys.forces], dtype=float)
+        else:
+            _missing(carried, where, "forces", keys.forces)
         changed = True
-    if keys.stress != "stress" and keys.stress in atoms.info:
-        results["stress"] = _voigt(atoms.info.pop(keys.stress), where, keys.stress)
-        changed = True
+    periodic = bool(atoms.pbc.all())
+    if keys.stress != "stress":
+        if keys.stress in atoms.info:
+            results["stress"] = _voigt(atoms.info.pop(keys.stress), where, keys.stress)
+            changed = True
+        elif periodic and keys.virial not in atoms.info:
+            _missing(carried, where, "stress", keys.stress)
     if "stress" not in results and keys.virial in atoms.info:
-        if not atoms.pbc.all():
+        if not periodic:
             raise DataFormatError(f"{where}: a {keys.virial} needs a cell periodic in x, y, z")
         virial = _voigt(atoms.info.pop(keys.virial), where, keys.virial)
         results["stress"] = -virial / atoms.get_volume()
         changed = True
+    elif keys.virial != "virial" and "stress" not in results and periodic:
+        _missing(carried, where, "virial", keys.virial)
     if changed:
         if "energy" in results and "free_energy" not in results:
             results["free_energy"] = results["energy"]

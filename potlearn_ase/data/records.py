@@ -34,6 +34,7 @@ __all__ = [
     "FailureRecord",
     "Record",
     "make_record",
+    "reference_of",
     "structure_hash",
 ]
 
@@ -165,6 +166,23 @@ def _provenance(provenance: Mapping[str, Any] | None, what: str) -> dict[str, An
         except (TypeError, ValueError) as exc:
             raise DataFormatError(f"provenance key {key!r} of {what} is not JSON: {exc}") from None
     return out
+
+
+def reference_of(
+    provenance: Mapping[str, Any] | None, params: Mapping[str, Any] | None = None
+) -> tuple[str | None, str]:
+    """The reference a label came from: its name and its parameters as canonical JSON.
+
+    With ``params`` given, ``provenance`` is the reference's name instead of a provenance.
+    """
+    if params is not None or not isinstance(provenance, Mapping):
+        name, p = provenance, params
+    else:
+        name, p = provenance.get("reference"), provenance.get("reference_params")
+    return (
+        None if name is None else str(name),
+        json.dumps(p or {}, sort_keys=True, default=_json_default),
+    )
 
 
 def _info_scalars(info: Mapping[str, Any]) -> dict[str, Any]:

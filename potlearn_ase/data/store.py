@@ -56,6 +56,7 @@ from potlearn_ase.data.records import (
     FailureRecord,
     Record,
     make_record,
+    reference_of,
     structure_hash,
 )
 from potlearn_ase.errors import StoreError
@@ -100,6 +101,7 @@ class LabelStore:
         self._tmp_path = self.path.with_name(self.path.name + ".tmp")
         self._lock_fd: int | None = None
         self._closed = False
+        self._reference: tuple[str | None, str] | None = None
         if mode == "r":
             if not self.path.exists():
                 raise FileNotFoundError(2, "label store not found", str(self.path))
@@ -273,10 +275,46 @@ class LabelStore:
             FAILURES, make_record(atoms, provenance, labelled=False, error=str(error))
         )
 
+    def check_reference(self, reference: str, params: Mapping[str, Any] | None) -> None:
+        """Refuse labels of any other reference than ``reference`` with ``params``.
+
+        Every stored record (labels and failures) is checked now, and a writer refuses every
+        later append whose provenance names another reference or other parameters, so a run
+        never mixes labels made under different reference settings.
+
+        Raises
+        ------
+        StoreError
+            A stored record came from another reference, naming the store, the record and
+            both references.
+        """
+        self._check_open()
+        want = reference_of(reference, params or {})
+        for kind in KINDS:
+            n = self._count(kind)
+            for start in range(0, n, 512):
+                recs = self._records(kind, start, min(start + 512, n))
+                for i, rec in enumerate(recs, start):
+                    got = reference_of(rec.provenance)
+                    if got != want:
+                        raise StoreError(
+                            f"{self.path}: {kind} record {i} was made by reference "
+                            f"{got[0]!r} with {got[1]}, not by this run's {want[0]!r} with "
+                            f"{want[1]}; use another run directory (or label store) for "
+                            "other reference settings"
+                        )
+        self._reference = want
+
     def _append(self, kind: str, rec: Record) -> int:
         self._check_open()
         if self.mode != "a":
             raise StoreError(f"{self.path} is open read-only")
+        if self._reference is not None and reference_of(rec.provenance) != self._reference:
+            got, want = reference_of(rec.provenance), self._reference
+            raise StoreError(
+                f"{self.path}: refusing a label from reference {got[0]!r} with {got[1]}: this "
+                f"store holds labels of {want[0]!r} with {want[1]} only"
+            )
         index = self._count(kind)
         self._journal.append(kind, index, rec)
         self._add(kind, rec)

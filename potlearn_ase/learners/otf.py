@@ -24,14 +24,14 @@ prediction *before* the update, so every label is also an honest validation poin
 ``alpha`` is the 68.3 % quantile of ``|error| / spread`` over all of them.
 
 The learner's settings and checkpointed state are in :mod:`~potlearn_ase.learners.otf_settings`,
-how it learns from labels in :mod:`~potlearn_ase.learners.otf_update`, its calculator in
+how it learns from labels in :mod:`~potlearn_ase.learners.otf_update`, how it checkpoints and
+resumes in :mod:`~potlearn_ase.learners.otf_checkpoint`, its calculator in
 :mod:`~potlearn_ase.learners.otf_calculator` and how it attaches to ASE dynamics in
 :mod:`~potlearn_ase.learners.otf_dynamics`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -46,8 +46,10 @@ from ase import Atoms
 from potlearn_ase.calculators.committee import CommitteeCalculator, committee_results
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.data.validate import get_labels
-from potlearn_ase.learners.checkpoint import checkpoint_atoms, write_json_atomic
+from potlearn_ase.errors import ReferenceFailure
+from potlearn_ase.learners.checkpoint import HistoryLog, checkpoint_atoms
 from potlearn_ase.learners.otf_calculator import OTFCalculator
+from potlearn_ase.learners.otf_checkpoint import CheckpointMixin
 from potlearn_ase.learners.otf_dynamics import DynamicsMixin
 from potlearn_ase.learners.otf_settings import LearnerState, OTFSettings, StepRecord
 from potlearn_ase.learners.otf_update import (
@@ -64,7 +66,7 @@ __all__ = ["OTFSettings", "OnTheFlyLearner", "OTFCalculator", "checkpoint_atoms"
 log = logging.getLogger(__name__)
 
 
-class OnTheFlyLearner(DynamicsMixin):
+class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
     """On-the-fly active learner around a committee calculator.
 
     Parameters
@@ -120,6 +122,10 @@ class OnTheFlyLearner(DynamicsMixin):
         self._rewind = False
         self.on_label: list[Callable[[OnTheFlyLearner, Atoms], None]] = []
         self.checkpoint_extra: Callable[[], dict[str, Any]] | None = None
+        self._history_log = (
+            HistoryLog(self.run_dir / "history.jsonl") if self.run_dir is not None else None
+        )
+        self._history_saved = 0  # entries of state.history already in the history log
 
     # ------------------------------------------------------------------ properties
     @property
@@ -270,6 +276,7 @@ class OnTheFlyLearner(DynamicsMixin):
             answers = [self.reference.label(frames[todo[0]])]
         else:
             answers = self.reference.label_many([frames[k] for k in todo], executor=self.executor)
+        ratios: dict[int, list[float]] = {}
         for k, res in zip(todo, answers):
             self.state.n_reference_calls += 1
             self.state.reference_seconds += res.wall_time
@@ -296,19 +303,26 @@ class OnTheFlyLearner(DynamicsMixin):
             }
             if not res.ok or res.atoms is None:
                 self.state.n_failures += 1
+                self.state.consecutive_failures += 1
                 self.store.append_failure(frames[k], provenance=prov, error=str(res.error))
                 log.warning("reference failed at step %d: %s", self.state.step, res.error)
                 continue
+            self.state.consecutive_failures = 0
+            # prequential calibration: the prediction before the update against the label,
+            # stored with the label so that a resume rebuilds every ratio from the store
+            pk = preds[k]
+            assert pk is not None
+            prov["calibration_ratios"] = prequential_ratios(pk, res.atoms)
             self.store.append(res.atoms, provenance=prov)
             out[k] = res.atoms
+            ratios[k] = prov["calibration_ratios"]
         new = set(todo)
         labelled = [(out[k], preds[k]) for k in range(n) if k in new and out[k] is not None]
         if not labelled:
+            self._check_failures(frames[-1], answers[-1].error if answers else None)
             return out
-        for a, p in labelled:
-            # prequential calibration: the prediction before the update against the label
-            assert a is not None and p is not None
-            self.state.ratios.extend(prequential_ratios(p, a))
+        for k in sorted(ratios):
+            self.state.ratios.extend(ratios[k])
             self.state.label_steps.append(int(self.state.step))
         self._retrain([a for a, _ in labelled])
         for r in results:
@@ -319,6 +333,19 @@ class OnTheFlyLearner(DynamicsMixin):
                 hook(self, a)
         self.checkpoint(frames[-1])
         return out
+
+    def _check_failures(self, atoms: Atoms, error: str | None) -> None:
+        """Stop the run (after a checkpoint) when the reference keeps failing."""
+        limit = getattr(self.reference, "max_consecutive_failures", None)
+        if limit is None or self.state.consecutive_failures < limit:
+            return
+        self.checkpoint(atoms)
+        raise ReferenceFailure(
+            f"the reference {self.reference.name!r} failed {self.state.consecutive_failures} "
+            f"times in a row (the limit, reference.max_consecutive_failures, is {limit}); "
+            f"the last error: {error}. The run stops rather than go on with an untrained "
+            "committee: fix the reference, then continue with --resume"
+        )
 
     def flush(self) -> None:
         """Label what a batch window still holds; engines call it when the run ends."""
@@ -353,50 +380,3 @@ class OnTheFlyLearner(DynamicsMixin):
     def _retrain(self, labelled: list[Atoms]) -> None:
         model = update_model(self.model, labelled, self.store, self.settings, self._rng)
         self.committee.set_model(model, calibration=self._calibration())
-
-    # ------------------------------------------------------------------ checkpoints
-    def checkpoint(
-        self, atoms: Atoms | None = None, *, extra: dict[str, Any] | None = None
-    ) -> None:
-        """Write the learner state (and the model) atomically to ``run_dir``."""
-        if self.run_dir is None:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.committee.save(self.run_dir / "model.pt")
-        state = asdict(self.state)
-        state["trigger"] = self.trigger.state_dict()
-        state["rng"] = self._rng.bit_generator.state
-        state["n_labels"] = len(self.store)
-        state["calibration"] = self.committee.calibration
-        if atoms is not None:
-            acc = self._accepted or {
-                "positions": atoms.positions,
-                "momenta": atoms.get_momenta(),
-                "cell": atoms.cell.array,
-            }
-            state["atoms"] = {
-                "numbers": atoms.numbers.tolist(),
-                "pbc": atoms.pbc.tolist(),
-                "cell": np.asarray(acc["cell"]).tolist(),
-                "positions": np.asarray(acc["positions"]).tolist(),
-                "momenta": np.asarray(acc["momenta"]).tolist(),
-            }
-        if self.checkpoint_extra is not None:
-            state.update(self.checkpoint_extra())
-        if extra:
-            state.update(extra)
-        write_json_atomic(self.run_dir / "state.json", state)
-
-    def load_checkpoint(self) -> dict[str, Any]:
-        """Restore the learner state from ``run_dir/state.json``; returns the whole record."""
-        if self.run_dir is None:
-            raise ValueError("the learner has no run_dir")
-        path = self.run_dir / "state.json"
-        with open(path) as fh:
-            state = json.load(fh)
-        known = set(LearnerState.__dataclass_fields__)
-        self.state = LearnerState(**{k: v for k, v in state.items() if k in known})
-        self.trigger.load_state_dict(state.get("trigger", {}))
-        if "rng" in state:
-            self._rng.bit_generator.state = state["rng"]
-        return state

@@ -3,8 +3,9 @@
 :class:`OTFSettings` holds what is configured besides the trigger (rejections allowed in a
 row, calibration, neural fine-tunes, checkpoints, batch mode); :class:`LearnerState` the
 counters and records a run accumulates (steps, reference calls, calibration ratios, the
-history of :class:`StepRecord`), written to ``state.json`` at every checkpoint and read back
-on resume. Both are importable from :mod:`potlearn_ase.learners.otf`.
+history of :class:`StepRecord`), written at every checkpoint (the history to
+``history.jsonl``, the rest to ``state.json``) and read back on resume. Both are importable
+from :mod:`potlearn_ase.learners.otf`.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class LearnerState:
     n_failures: int = 0
     n_rejects: int = 0
     consecutive_rejects: int = 0
+    consecutive_failures: int = 0  # reference calls failed in a row
     ratios: list[float] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     label_steps: list[int] = field(default_factory=list)

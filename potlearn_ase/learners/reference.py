@@ -80,6 +80,11 @@ class Reference:
     stress : bool, optional
         Compute the stress: None means when the cell is periodic in all three directions and
         the calculator implements it.
+    max_consecutive_failures : int, optional
+        An on-the-fly learner stops (raising
+        :class:`~potlearn_ase.errors.ReferenceFailure`) after this many failed calls in a
+        row, each after its retries, rather than run on with an untrained committee; None
+        never stops.
     """
 
     def __init__(
@@ -93,6 +98,7 @@ class Reference:
         retries: int = 1,
         properties: Sequence[str] = ("energy", "forces"),
         stress: bool | None = None,
+        max_consecutive_failures: int | None = 5,
     ):
         if (calculator is None) == (factory is None):
             raise ConfigError("Reference needs exactly one of calculator= and factory=")
@@ -113,6 +119,14 @@ class Reference:
                 props = (p, *props) if p == "energy" else (*props, p)
         if stress is not None and not isinstance(stress, bool):
             raise ConfigError(f"Reference stress must be true, false or null, got {stress!r}")
+        limit = max_consecutive_failures
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise ConfigError(
+                f"Reference max_consecutive_failures must be an integer >= 1 or null, "
+                f"got {limit!r}"
+            )
+        self.max_consecutive_failures = limit
         self.calculator = calculator
         self.factory = factory
         self.timeout = None if timeout is None else float(timeout)
@@ -249,6 +263,7 @@ class Reference:
         t0 = time.perf_counter()
         error: str | None = None
         attempts = 0
+        _log_call("start", atoms)
         for attempt in range(self.retries + 1):
             attempts += 1
             try:
@@ -266,7 +281,9 @@ class Reference:
                 continue
             out = atoms.copy()
             out.calc = SinglePointCalculator(out, **results)
+            _log_call("end", atoms, ok=True)
             return LabelResult(out, True, None, time.perf_counter() - t0, attempts)
+        _log_call("end", atoms, ok=False)
         return LabelResult(None, False, error, time.perf_counter() - t0, attempts)
 
     def label_many(
@@ -327,6 +344,7 @@ class Reference:
             "retries": self.retries,
             "properties": list(self.properties),
             "stress": self.stress,
+            "max_consecutive_failures": self.max_consecutive_failures,
         }
 
     def __repr__(self) -> str:
@@ -348,7 +366,8 @@ class Reference:
             arguments of ``ase.calculators.espresso.Espresso``, plus ``command`` (default
             ``pw.x``) and ``pseudo_dir``; each calculator gets its own scratch directory
             unless ``directory`` is given). Every spec may also hold the wrapper options
-            ``name``, ``timeout``, ``retries``, ``properties`` and ``stress``.
+            ``name``, ``timeout``, ``retries``, ``properties``, ``stress`` and
+            ``max_consecutive_failures``.
 
         Raises
         ------
@@ -363,6 +382,28 @@ class Reference:
             return cls(**kwargs)
         except ConfigError as exc:
             raise ConfigError(f"reference: {exc}") from None
+
+
+CALL_LOG_ENV = "POTLEARN_REFERENCE_LOG"
+"""Environment variable: a file to which every :meth:`Reference.label` call appends a JSON
+line when it starts and when it ends (``event``, structure ``hash``, ``ok``, ``pid``).
+Off unless set; ``benchmarks/sigkill.py`` counts reference calls across kills with it."""
+
+
+def _log_call(event: str, atoms: Atoms, ok: bool | None = None) -> None:
+    path = os.environ.get(CALL_LOG_ENV)
+    if not path:
+        return
+    from potlearn_ase.data.records import structure_hash
+
+    line = json.dumps(
+        {"event": event, "hash": structure_hash(atoms), "ok": ok, "pid": os.getpid()}
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())  # one write: lines of processes never interleave
+    finally:
+        os.close(fd)
 
 
 def _label_one(reference: Reference, atoms: Atoms) -> LabelResult:

@@ -26,7 +26,7 @@ from potlearn_ase.errors import ConfigError
 
 __all__ = ["reference_kwargs"]
 
-_OPTIONS = ("name", "timeout", "retries", "properties", "stress")
+_OPTIONS = ("name", "timeout", "retries", "properties", "stress", "max_consecutive_failures")
 
 
 def reference_kwargs(spec: str | Mapping[str, Any] | None) -> dict[str, Any]:

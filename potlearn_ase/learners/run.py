@@ -6,6 +6,7 @@ A run directory holds everything needed to continue after a kill::
     labels.h5       every reference label (durable on return of each call)
     model.pt        the latest committee (rebuilt from labels.h5 on resume)
     state.json      learner and MD state: step, positions, momenta, thermostat RNG, trigger
+    history.jsonl   what the learner saw and decided at each step (appended at checkpoints)
     md.traj         the accepted MD frames
     validation.xyz  independent reference frames for the final evaluation (made once)
     summary.json    the final report; *.png its plots
@@ -16,6 +17,7 @@ The configuration is in :mod:`~potlearn_ase.learners.run_settings`.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,11 @@ from potlearn_ase.descriptors.ace import ACEConfig, ACEDescriptor
 from potlearn_ase.errors import ConfigError, ReferenceFailure
 from potlearn_ase.learners.otf import OnTheFlyLearner, OTFSettings, checkpoint_atoms
 from potlearn_ase.learners.reference import Reference
+from potlearn_ase.learners.run_dir import (
+    check_new_run_dir,
+    clean_stale_temporaries,
+    restore_learner,
+)
 from potlearn_ase.learners.run_settings import (
     InitialSpec,
     MDSpec,
@@ -219,8 +226,7 @@ def run_otf(
         else:
             cfg = OTFRunConfig.from_file(config)
         rd = Path(run_dir if run_dir is not None else cfg.run_dir)
-        if (rd / "state.json").exists():
-            raise ConfigError(f"run_dir {rd} holds a run already; use --resume or another run_dir")
+        check_new_run_dir(rd)  # a new run never reuses another run's labels
     # everything the configuration names is checked before the run directory is made
     reference = Reference.from_spec(cfg.reference)
     trigger = trigger_from_config(cfg.trigger)
@@ -228,10 +234,15 @@ def run_otf(
     set_cpu_threads(len(start))
     if not resume:
         rd.mkdir(parents=True, exist_ok=True)
-        (rd / "config.yaml").write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False))
+        tmp = rd / "config.yaml.tmp"  # atomic: a kill never leaves half a configuration
+        tmp.write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False))
+        os.replace(tmp, rd / "config.yaml")
+    else:
+        clean_stale_temporaries(rd)
     elements = sorted(set(start.get_chemical_symbols()))
     store = LabelStore(rd / "labels.h5", mode="a")
     try:
+        store.check_reference(reference.name, reference.params)
         return _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start)
     finally:
         store.close()
@@ -243,18 +254,25 @@ def label_initial(
     store: LabelStore,
     initial: InitialSpec,
     rng: np.random.Generator,
+    *,
+    skip: int = 0,
 ) -> None:
     """The starting data of a run: ``initial.n_labels`` rattled copies of ``start``, labelled.
+
+    The first ``skip`` of them are not labelled (they are stored already: a run killed while
+    labelling its starting data labels the rest on resume).
 
     Raises
     ------
     ReferenceFailure
         The reference failed on a starting structure (nothing else to learn from).
     """
-    for _ in range(initial.n_labels):
+    for k in range(initial.n_labels):
         a = start.copy()
         if initial.rattle > 0:
             a.rattle(initial.rattle, seed=int(rng.integers(2**31)))
+        if k < skip:
+            continue
         res = reference.label(a)
         if not res.ok or res.atoms is None:
             raise ReferenceFailure(f"the reference failed on the starting structure: {res.error}")
@@ -275,8 +293,9 @@ def label_initial(
 def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -> dict[str, Any]:
     md = cfg.md
     rng = np.random.default_rng(md.seed)
-    if len(store) == 0:
-        label_initial(start, reference, store, cfg.initial, rng)
+    n_initial = sum(a.info["provenance"].get("engine") == "initial" for a in store)
+    if n_initial < cfg.initial.n_labels:
+        label_initial(start, reference, store, cfg.initial, rng, skip=n_initial)
     model = fit_run_model(cfg, store.frames(), elements, md.seed)
     calc = CommitteeCalculator(model=model, calibration=1.0)
     learner = OnTheFlyLearner(
@@ -289,8 +308,8 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
         engine="ase",
     )
     atoms = start.copy()
-    if resume and (rd / "state.json").exists():
-        state = learner.load_checkpoint()
+    state = restore_learner(learner, md.trajectory_interval) if resume else None
+    if state is not None:
         calc.calibration = float(state.get("calibration", 1.0))
         atoms = checkpoint_atoms(state)
         if "md_rng" in state:

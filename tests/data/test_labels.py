@@ -84,3 +84,35 @@ def test_bad_labels_are_named_when_the_file_is_read(tmp_path):
     with pytest.raises(MissingLabelError, match=r"frame 2: stress are not finite .*component 4"):
         read(bad)
     assert len(read(tmp_path / "ok.xyz")) == 3  # the good file is untouched
+
+
+@pytest.mark.parametrize(
+    ("keys", "missing"),
+    [
+        (LabelKeys(energy="REF_enrgy", forces="REF_forces"), "REF_enrgy"),
+        (LabelKeys(energy="REF_energy", forces="REF_forcse"), "REF_forcse"),
+        (LabelKeys(energy="REF_energy", forces="REF_forces", stress="REF_strss"), "REF_strss"),
+    ],
+)
+def test_a_misspelled_label_key_is_an_error_not_the_files_own_label(tmp_path, keys, missing):
+    # the file carries its own energy/forces/stress AND reference labels under REF_* keys
+    ref = _labelled()
+    lab = get_labels(ref)
+    frame = ref.copy()
+    frame.calc = _labelled(seed=1).calc  # other labels under ASE's names
+    frame.info["REF_energy"] = lab["energy"]
+    frame.info["REF_stress"] = lab["stress"]
+    frame.arrays["REF_forces"] = lab["forces"]
+    write(tmp_path / "both.xyz", [frame])
+    good = read(
+        tmp_path / "both.xyz",
+        labels=LabelKeys(energy="REF_energy", forces="REF_forces", stress="REF_stress"),
+    )[0]
+    assert get_labels(good)["energy"] == pytest.approx(lab["energy"], rel=1e-14)
+    assert good.calc.results["free_energy"] == pytest.approx(lab["energy"], rel=1e-14)
+    with pytest.raises(MissingLabelError) as err:
+        read(tmp_path / "both.xyz", labels=keys)
+    msg = str(err.value)
+    assert "both.xyz, frame 0" in msg and repr(missing) in msg
+    # the keys the frame does carry are listed, so the typo is easy to see
+    assert "REF_energy" in msg and "REF_forces" in msg

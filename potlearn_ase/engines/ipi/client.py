@@ -234,54 +234,65 @@ class IPIClient:
 
     # ------------------------------------------------------------------ protocol
     def run(self, max_evaluations: int | None = None) -> IPIClientStats:
-        """Serve i-PI until it sends EXIT or closes the socket; returns the counters.
+        """Serve i-PI until it sends EXIT; returns the counters.
 
         Parameters
         ----------
         max_evaluations : int, optional
             Return (closing the socket) after this many structures.
+
+        Raises
+        ------
+        EngineError
+            i-PI closed the connection without sending EXIT: the server went away (it was
+            killed or crashed), so the run did not end as i-PI's input asked.
         """
-        initialized = False
-        payload: bytes | None = None
         try:
-            while True:
-                try:
-                    msg = self._recv(HDRLEN)
-                except (ConnectionResetError, BrokenPipeError):
-                    log.info("i-PI closed the connection")
-                    break
-                if msg == STATUS:
-                    if not initialized:
-                        self._sock.sendall(NEEDINIT)
-                    elif payload is not None:
-                        self._sock.sendall(HAVEDATA)
-                    else:
-                        self._sock.sendall(READY)
-                elif msg == INIT:
-                    self.request_id, text = read_init(self._recv)
-                    check_init(text)
-                    initialized = True
-                elif msg == POSDATA:
-                    if self.stats.first_request is None:
-                        self.stats.first_request = time.perf_counter()
-                    payload = self._posdata()
-                elif msg == GETFORCE:
-                    if payload is None:
-                        raise EngineError("i-PI sent GETFORCE before POSDATA")
-                    self._sock.sendall(payload)
-                    payload = None
-                    self.stats.last_reply = time.perf_counter()
-                    initialized = not self.track_requests
-                    if max_evaluations is not None and self.stats.evaluations >= max_evaluations:
-                        break
-                elif msg == EXIT:
-                    log.info("i-PI sent EXIT after %d evaluations", self.stats.evaluations)
-                    break
-                else:
-                    raise EngineError(f"unexpected message from i-PI: {msg!r}")
+            self._serve(max_evaluations)
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            raise EngineError(
+                f"the i-PI server at {self.address} went away without sending EXIT, after "
+                f"{self.stats.evaluations} structures ({exc}); see its log"
+            ) from None
         finally:
             self.close()
         return self.stats
+
+    def _serve(self, max_evaluations: int | None) -> None:
+        """Answer i-PI's messages until EXIT (or ``max_evaluations``)."""
+        initialized = False
+        payload: bytes | None = None
+        while True:
+            msg = self._recv(HDRLEN)
+            if msg == STATUS:
+                if not initialized:
+                    self._sock.sendall(NEEDINIT)
+                elif payload is not None:
+                    self._sock.sendall(HAVEDATA)
+                else:
+                    self._sock.sendall(READY)
+            elif msg == INIT:
+                self.request_id, text = read_init(self._recv)
+                check_init(text)
+                initialized = True
+            elif msg == POSDATA:
+                if self.stats.first_request is None:
+                    self.stats.first_request = time.perf_counter()
+                payload = self._posdata()
+            elif msg == GETFORCE:
+                if payload is None:
+                    raise EngineError("i-PI sent GETFORCE before POSDATA")
+                self._sock.sendall(payload)
+                payload = None
+                self.stats.last_reply = time.perf_counter()
+                initialized = not self.track_requests
+                if max_evaluations is not None and self.stats.evaluations >= max_evaluations:
+                    break
+            elif msg == EXIT:
+                log.info("i-PI sent EXIT after %d evaluations", self.stats.evaluations)
+                break
+            else:
+                raise EngineError(f"unexpected message from i-PI: {msg!r}")
 
     def _posdata(self) -> bytes:
         cell, positions = read_posdata(self._recv, len(self.atoms))

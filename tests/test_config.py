@@ -1,0 +1,37 @@
+"""Reading configuration files: a key given twice is an error, not the last value."""
+
+from __future__ import annotations
+
+import pytest
+
+from potlearn_ase.config import read_config_file
+from potlearn_ase.errors import ConfigError
+from potlearn_ase.learners.run import OTFRunConfig
+
+
+def test_duplicate_key_names_file_line_and_key(tmp_path):
+    path = tmp_path / "otf.yaml"
+    path.write_text("md:\n  steps: 1500\n  timestep_fs: 1.0\n  steps: 10\nrun_dir: r\n")
+    with pytest.raises(ConfigError) as err:
+        OTFRunConfig.from_file(path)
+    msg = str(err.value)
+    assert str(path) in msg and "line 4" in msg and "'steps'" in msg and "line 2" in msg
+
+
+def test_duplicate_top_level_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("run_dir: a\nprogress: false\nrun_dir: b\n")
+    with pytest.raises(ConfigError, match=r"line 3: duplicate key 'run_dir'"):
+        read_config_file(path)
+
+
+def test_same_key_in_different_mappings_and_merge_override_are_fine(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "base: &b {steps: 5, seed: 1}\n"
+        "md:\n  <<: *b\n  steps: 10\n"
+        "other: {steps: 3}\n"
+    )
+    data = read_config_file(path)
+    assert data["md"] == {"steps": 10, "seed": 1}
+    assert data["other"] == {"steps": 3}
