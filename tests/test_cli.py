@@ -135,3 +135,22 @@ def _write(tmp_path, name, frames):
 
     write(tmp_path / name, frames)
     return str(tmp_path / name)
+
+
+def test_train_and_qoi_show_progress_on_stderr_unless_quiet(tmp_path, cu_train, capsys):
+    data = _write(tmp_path, "train.xyz", cu_train[:6])
+    common = ["--n-radial", "3", "--l-max", "1", "--committee", "2", "--batch-size", "2"]
+    for kind, bar in (("linear", "accumulating"), ("neural", "training")):
+        extra = ["--epochs", "2", "--hidden", "4"] if kind == "neural" else []
+        model = str(tmp_path / f"{kind}.pt")
+        assert main(["train", data, "-o", model, "--kind", kind, *common, *extra]) == 0
+        out, err = capsys.readouterr()
+        assert bar in err and json.loads(out)["model"] == model  # stdout stays JSON
+        assert main(["train", data, "-o", model, "--kind", kind, "-q", *common, *extra]) == 0
+        assert bar not in capsys.readouterr().err
+    qoi = ["qoi", str(tmp_path / "linear.pt"), "--structure", "bulk:Cu:fcc:3.61", "--qoi", "eos"]
+    assert main(qoi) == 0
+    out, err = capsys.readouterr()
+    assert "qoi" in err and "1/1" in err and "lattice_constant" in out
+    assert main([*qoi, "--quiet"]) == 0
+    assert "1/1" not in capsys.readouterr().err

@@ -121,14 +121,14 @@ def _cmd_qoi(args: argparse.Namespace) -> int:
     calibration = calc.calibration if args.calibration is None else args.calibration
     ph_opts = {"bands": args.plot is not None, "dos": args.plot is not None}
     report = compute_qois(source, atoms, which=which, calibration=calibration,
-                          phonon_options=ph_opts, rng=args.seed)
+                          phonon_options=ph_opts, rng=args.seed, progress=not args.quiet)
     reference = None
     if args.reference:
         from potlearn_ase.learners.reference import Reference
 
         ref_calc = Reference.from_spec(args.reference).make_calculator()
         reference = compute_qois(ref_calc, atoms, which=which, phonon_options=ph_opts,
-                                 rng=args.seed)
+                                 rng=args.seed, progress=not args.quiet)
     n = next(iter(report.qois.values())).samples.size if report.qois else 0
     print(f"{args.model}: {n} samples, calibration {calibration:.3g}, structure {args.structure}")
     print(report.table(reference))
@@ -235,6 +235,7 @@ def add_qoi_subparser(subparsers: Any) -> None:
         help="with --sensitivity: the training structures, for each one's influence on the QoIs",
     )
     p.add_argument("--sensitivity-plot", default=None, help="PNG of the sensitivity analysis")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (stderr)")
     p.set_defaults(func=_cmd_qoi)
 
 
