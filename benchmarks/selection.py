@@ -5,15 +5,23 @@ cells - bulk (8 atoms), bulk with a vacancy (15 atoms) and a (111) slab with vac
 - a frame every 5 steps. Like a real MD archive it is dominated by bulk frames: 69 % bulk
 (mostly at 300-800 K), 17 % vacancy, 13 % surface (see ``POOL``).
 
-Two held-out test sets, from independent trajectories (a frame every 20 steps):
+Four test sets from trajectories independent of the pool (a frame every 20 steps), in two
+roles:
 
-* **iid** (300 frames): the pool's own composition - the error on a typical pool frame;
-* **stratified** (288 frames): equal counts of six regimes - bulk at 300, 800, 1400 and
-  2000 K, vacancy and surface (vacancy and surface frames spread evenly over temperatures).
+* **tuning** sets (seeds 50 000 and 90 000, sampled from the first MD step): the model, the
+  fit weights and the pool learner's settings were chosen while looking at these. ``tuning
+  iid`` (300 frames) has the pool's own composition; ``tuning stratified`` (288 frames) equal
+  counts of six regimes - bulk at 300, 800, 1400 and 2000 K, vacancy and surface (vacancy and
+  surface frames spread evenly over temperatures).
+* **held-out** sets (seeds 700 000 and 800 000, never looked at while tuning; each
+  trajectory is first equilibrated for ``EQUILIBRATION`` steps - 400 fs, 8 Langevin friction
+  times - and only then sampled): ``held-out stratified`` and ``held-out iid``, the same
+  compositions as the tuning sets.
 
 The targets (DPP and FPS below random, the pool learner below both, at every size) are judged
-on the **stratified** set: a user of a potential trained from this pool needs it to work in
-every regime, not only in the most common one. The iid table is printed too.
+on the **held-out stratified** set: a user of a potential trained from this pool needs it to
+work in every regime, not only in the most common one; and a set no setting was tuned on says
+how the methods do on new data. The tables of the other sets are printed too.
 
 Every method gets the same model (linear ACE, body order 4, 8 radial functions, l_max 3:
 272 features; ridge parameter by evidence; energy weight 30, force weight 1), the same
@@ -65,6 +73,11 @@ POOL = {
     "surface": (250, 200, 150, 100),
 }
 STRATIFIED = {"bulk": (48, 48, 48, 48), "vacancy": (12,) * 4, "surface": (12,) * 4}
+#: MD steps run and discarded before a held-out trajectory is sampled (2 fs steps)
+EQUILIBRATION = 200
+#: the set the targets are judged on, and the sets the settings were tuned on
+JUDGED = "held-out stratified"
+TUNING = ("tuning stratified", "tuning iid")
 METHODS = ("random", "fps", "kmeans", "dpp", "doptimal", "variance")
 DESC = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=8, l_max=3, body_order=4))
 FIT = LinearFitConfig(n_members=8, stress_weight=0.0)
@@ -80,20 +93,24 @@ def cells() -> dict:
 
 
 def _trajectory(job: tuple) -> list:
-    cell, T, n, every, seed = job
-    frames = reference_md_frames(T, n, every=every, atoms=cells()[cell], rng=seed)
+    cell, T, n, every, seed, burn = job
+    skip = -(-burn // every)  # whole frames covering the equilibration steps
+    frames = reference_md_frames(T, n + skip, every=every, atoms=cells()[cell], rng=seed)[skip:]
     for a in frames:
         a.info["regime"] = f"bulk {T} K" if cell == "bulk" else cell
     return frames
 
 
-def make(counts: dict, every: int, seed0: int, procs, chunk: int) -> list:
-    """Frames of ``counts[cell][temperature]``, in trajectories of at most ``chunk`` frames."""
+def make(counts: dict, every: int, seed0: int, procs, chunk: int, burn: int = 0) -> list:
+    """Frames of ``counts[cell][temperature]``, in trajectories of at most ``chunk`` frames,
+    each sampled after ``burn`` MD steps of equilibration."""
     jobs = []
     for c, (cell, ns) in enumerate(counts.items()):
         for t, (T, n) in enumerate(zip(TEMPS, ns)):
             for j, start in enumerate(range(0, n, chunk)):
-                jobs.append((cell, T, min(chunk, n - start), every, seed0 + 1000 * c + 100 * t + j))
+                jobs.append(
+                    (cell, T, min(chunk, n - start), every, seed0 + 1000 * c + 100 * t + j, burn)
+                )
     return [a for fr in procs.map(_trajectory, jobs) for a in fr]
 
 
@@ -141,8 +158,10 @@ class Tests:
         for name, (A, y, reg) in self.sets.items():
             e2 = (A @ coef.ravel() - y) ** 2
             out[name] = float(np.sqrt(e2.mean()))
-            if name == "stratified":
-                out["regimes"] = {r: float(np.sqrt(e2[reg == r].mean())) for r in np.unique(reg)}
+            if name.endswith("stratified"):
+                out.setdefault("regimes", {})[name] = {
+                    r: float(np.sqrt(e2[reg == r].mean())) for r in np.unique(reg)
+                }
         return out
 
 
@@ -179,15 +198,14 @@ def main(argv: list[str] | None = None) -> None:
     with ctx.Pool(2) as procs:
         pool = make(pool_counts, 5, 0, procs, chunk=200)
         test = {
-            "iid": make(iid, 20, 50_000, procs, chunk=25),
-            "stratified": make(strat, 20, 90_000, procs, chunk=25),
+            JUDGED: make(strat, 20, 700_000, procs, chunk=25, burn=EQUILIBRATION),
+            "held-out iid": make(iid, 20, 800_000, procs, chunk=25, burn=EQUILIBRATION),
+            "tuning stratified": make(strat, 20, 90_000, procs, chunk=25),
+            "tuning iid": make(iid, 20, 50_000, procs, chunk=25),
         }
         t_gen = time.perf_counter() - t0
-        print(
-            f"pool {len(pool)} frames, tests {len(test['iid'])} iid + "
-            f"{len(test['stratified'])} stratified; generated in {t_gen:.0f} s",
-            flush=True,
-        )
+        sets = ", ".join(f"{len(v)} {k}" for k, v in test.items())
+        print(f"pool {len(pool)} frames; test sets {sets}; generated in {t_gen:.0f} s", flush=True)
         rows = all_rows(pool, procs)
         tests = Tests(test, procs)
     print(
@@ -224,7 +242,9 @@ def main(argv: list[str] | None = None) -> None:
         "pool_frames": len(pool),
         "pool_composition": pool_counts,
         "test_frames": {k: len(v) for k, v in test.items()},
-        "targets_judged_on": "stratified",
+        "targets_judged_on": JUDGED,
+        "tuning_sets": list(TUNING),
+        "held_out_equilibration_steps": EQUILIBRATION,
         "descriptor": DESC.todict(),
         "n_features": DESC.n_features,
         "fit": {k: v for k, v in vars(FIT).items()},
@@ -239,29 +259,32 @@ def main(argv: list[str] | None = None) -> None:
     stem = "selection_quick" if args.quick else "selection"
     (OUT / f"{stem}.json").write_text(json.dumps(summary, indent=2))
     _plot(results, sizes, OUT / f"{stem}.png")
-    for name in ("stratified", "iid"):
-        judged = " (targets judged here)" if name == "stratified" else ""
-        print(f"\n{name} test set{judged}: force RMSE (meV/A), mean +- std over {len(seeds)} seeds")
+    for name in test:
+        role = (
+            "held out, targets judged here" if name == JUDGED
+            else "settings tuned on it" if name in TUNING else "held out"
+        )
+        print(f"\n{name} test set ({role}): force RMSE (meV/A), mean +- std over "
+              f"{len(seeds)} seeds")
         print(f"{'method':14s}" + "".join(f"{k:>15d}" for k in sizes))
         for m, r in results.items():
             vals = [[1e3 * x[name] for x in r[k]] for k in sizes]
             print(f"{m:14s}" + "".join(f"{np.mean(v):8.2f} +-{np.std(v):5.2f}" for v in vals))
-    print(
-        f"\nall {len(pool)} pool frames (the model's floor): stratified "
-        f"{1e3 * whole_pool['stratified']:.2f}, iid {1e3 * whole_pool['iid']:.2f} meV/A"
-    )
+    floor = ", ".join(f"{k} {1e3 * whole_pool[k]:.2f}" for k in test)
+    print(f"\nall {len(pool)} pool frames (the model's floor), meV/A: {floor}")
     k_mid = sizes[len(sizes) // 2]
-    print(f"\nstratified set per regime at {k_mid} structures (meV/A, mean over seeds):")
-    regimes = sorted(results["random"][k_mid][0]["regimes"])
+    print(f"\n{JUDGED} set per regime at {k_mid} structures (meV/A, mean over seeds):")
+    regimes = sorted(results["random"][k_mid][0]["regimes"][JUDGED])
     print(f"{'method':14s}" + "".join(f"{r:>13s}" for r in regimes))
     for m, r in results.items():
         print(
             f"{m:14s}"
             + "".join(
-                f"{1e3 * np.mean([x['regimes'][g] for x in r[k_mid]]):13.2f}" for g in regimes
+                f"{1e3 * np.mean([x['regimes'][JUDGED][g] for x in r[k_mid]]):13.2f}"
+                for g in regimes
             )
         )
-    print("\ntargets (stratified set, mean over seeds):")
+    print(f"\ntargets ({JUDGED} set, mean over seeds):")
     for key, ok in verdict.items():
         print(f"  {key:40s}{'met' if all(ok.values()) else 'NOT met'}  {ok}")
     if timing:
@@ -272,10 +295,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def targets(results: dict, sizes) -> dict:
-    """Which targets hold at each size, on the stratified set."""
-    mean = {
-        m: {k: np.mean([x["stratified"] for x in r[k]]) for k in sizes} for m, r in results.items()
-    }
+    """Which targets hold at each size, on the held-out stratified set."""
+    mean = {m: {k: np.mean([x[JUDGED] for x in r[k]]) for k in sizes} for m, r in results.items()}
     pool = mean["pool learner"]
     return {
         "dpp < random": {k: bool(mean["dpp"][k] < mean["random"][k]) for k in sizes},
@@ -308,10 +329,11 @@ def _plot(results: dict, sizes, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9.0, 3.8), dpi=120, layout="constrained")
+    names = [k for k in results["random"][sizes[0]][0] if k != "regimes"]
+    fig = Figure(figsize=(9.0, 7.2), dpi=120, layout="constrained")
     FigureCanvasAgg(fig)
-    for n, name in enumerate(("stratified", "iid")):
-        ax = fig.add_subplot(1, 2, n + 1)
+    for n, name in enumerate(names):
+        ax = fig.add_subplot(2, 2, n + 1)
         for m, r in results.items():
             v = [[1e3 * x[name] for x in r[k]] for k in sizes]
             ax.errorbar(
@@ -321,7 +343,7 @@ def _plot(results: dict, sizes, path: Path) -> None:
         ax.set_xticks(list(sizes), [str(k) for k in sizes])
         ax.set_xlabel("training structures")
         ax.set_ylabel("held-out force RMSE (meV/A)")
-        ax.set_title(f"{name} test set" + (" (targets)" if name == "stratified" else ""))
+        ax.set_title(f"{name} test set" + (" (targets)" if name == JUDGED else ""))
         ax.legend(fontsize=7)
     fig.savefig(path, format="png")
 

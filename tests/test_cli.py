@@ -69,10 +69,10 @@ def test_fit_then_eval(tmp_path, cu_train, cu_test, capsys):
     )
     fit = json.loads(capsys.readouterr().out)
     assert fit["val_force_rmse"] < 0.05
-    assert main(["eval", str(model), str(tmp_path / "val.xyz")]) == 0
-    ev = json.loads(capsys.readouterr().out)
-    assert ev["force_rmse"] == pytest.approx(fit["val_force_rmse"], rel=1e-9)
-    assert 0.5 < ev["sigma_coverage_1"] < 0.85
+    assert main(["eval", str(model), str(tmp_path / "val.xyz"), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)["overall"]
+    assert ev["force_rmse_eV_per_A"] == pytest.approx(fit["val_force_rmse"], rel=1e-9)
+    assert 0.5 < ev["force_coverage_1sigma"] < 0.85
     assert fit["calibrated_on"] == "validation"
 
 
@@ -90,9 +90,11 @@ def test_fit_without_validation_is_calibrated_by_cross_validation(
     assert calc.model.active_set is not None  # the extrapolation grade comes with the model
     write(tmp_path / "test.xyz", cu_test)
     capsys.readouterr()
-    assert main(["eval", str(model), str(tmp_path / "test.xyz")]) == 0
+    assert main(["eval", str(model), str(tmp_path / "test.xyz"), "--json"]) == 0
     # the training data's own folds give a sigma that covers independent errors
-    assert 0.55 < json.loads(capsys.readouterr().out)["sigma_coverage_1"] < 0.85
+    ev = json.loads(capsys.readouterr().out)
+    assert 0.55 < ev["overall"]["force_coverage_1sigma"] < 0.85
+    assert ev["calibration"]["calibrated_on"] == "cross-validation"
 
 
 def test_errors_are_reported_not_raised(tmp_path, capsys):
@@ -133,3 +135,22 @@ def _write(tmp_path, name, frames):
 
     write(tmp_path / name, frames)
     return str(tmp_path / name)
+
+
+def test_train_and_qoi_show_progress_on_stderr_unless_quiet(tmp_path, cu_train, capsys):
+    data = _write(tmp_path, "train.xyz", cu_train[:6])
+    common = ["--n-radial", "3", "--l-max", "1", "--committee", "2", "--batch-size", "2"]
+    for kind, bar in (("linear", "accumulating"), ("neural", "training")):
+        extra = ["--epochs", "2", "--hidden", "4"] if kind == "neural" else []
+        model = str(tmp_path / f"{kind}.pt")
+        assert main(["train", data, "-o", model, "--kind", kind, *common, *extra]) == 0
+        out, err = capsys.readouterr()
+        assert bar in err and json.loads(out)["model"] == model  # stdout stays JSON
+        assert main(["train", data, "-o", model, "--kind", kind, "-q", *common, *extra]) == 0
+        assert bar not in capsys.readouterr().err
+    qoi = ["qoi", str(tmp_path / "linear.pt"), "--structure", "bulk:Cu:fcc:3.61", "--qoi", "eos"]
+    assert main(qoi) == 0
+    out, err = capsys.readouterr()
+    assert "qoi" in err and "1/1" in err and "lattice_constant" in out
+    assert main([*qoi, "--quiet"]) == 0
+    assert "1/1" not in capsys.readouterr().err

@@ -3,7 +3,9 @@
 matplotlib is imported only when a plot is drawn.
 """
 
+from potlearn_ase.analysis.evaluation import Evaluation, evaluate_model
 from potlearn_ase.analysis.metrics import (
+    calibration_curve,
     cosine_similarity,
     cov,
     coverage,
@@ -16,18 +18,31 @@ from potlearn_ase.analysis.metrics import (
     regression_metrics,
     rmse,
 )
-from potlearn_ase.analysis.plots import error_histogram, parity_plot, timeseries_plot
+from potlearn_ase.analysis.plots import (
+    calibration_plot,
+    error_histogram,
+    error_sigma_plot,
+    parity_panels,
+    parity_plot,
+    timeseries_plot,
+)
 
 __all__ = [
+    "Evaluation",
+    "calibration_curve",
+    "calibration_plot",
     "cosine_similarity",
     "cov",
     "coverage",
     "energy_metrics",
     "error_histogram",
+    "error_sigma_plot",
     "evaluate",
+    "evaluate_model",
     "force_metrics",
     "mae",
     "max_error",
+    "parity_panels",
     "parity_plot",
     "r2",
     "regression_metrics",

@@ -15,8 +15,10 @@ structures only:
 Searchers: ``grid``, ``random``, ``lhs`` (Latin hypercube, :mod:`scipy.stats.qmc`) and ``tpe``
 (optuna's tree-structured Parzen estimator). The descriptor's normal equations are kept per
 descriptor setting and split by row kind, so trials that only change ``lam`` or the weights
-cost one linear solve. Results: a JSON table of trials and a PNG of error against cost with
-the Pareto front.
+cost one linear solve. Results: ``trials.jsonl``, one line per trial written as it ends (a
+killed search keeps them and ``resume`` continues it, see :mod:`.trial_log`), a JSON table of
+all trials and a PNG of error against cost with the Pareto front. A time budget
+(``time_budget_s``) stops the search before a new trial would start.
 
 The search space and configuration are in :mod:`~potlearn_ase.analysis.hyperopt_settings`.
 """
@@ -44,6 +46,7 @@ from potlearn_ase.analysis.hyperopt_settings import (
     SearchSpace,
 )
 from potlearn_ase.analysis.metrics import rmse
+from potlearn_ase.analysis.trial_log import TrialLog
 from potlearn_ase.config import from_mapping, read_config_file
 from potlearn_ase.data.validate import get_labels, require_labels
 from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
@@ -58,6 +61,7 @@ __all__ = [
     "IntRange",
     "SearchSpace",
     "Trial",
+    "TrialLog",
     "hyperopt",
     "pareto_front",
     "pareto_plot",
@@ -82,10 +86,14 @@ class Trial:
 
 @dataclass(frozen=True)
 class HyperoptResult:
-    """All trials, the best one (lowest loss) and the Pareto-optimal ones (error vs cost)."""
+    """All trials, the best one (lowest loss) and the Pareto-optimal ones (error vs cost).
+
+    ``stopped`` says why the search ended: ``"n_trials"`` or ``"time_budget"``.
+    """
 
     trials: list[Trial]
     config: HyperoptConfig
+    stopped: str = "n_trials"
 
     @property
     def best(self) -> Trial:
@@ -101,6 +109,10 @@ class HyperoptResult:
             "method": self.config.method,
             "cost_weight": self.config.cost_weight,
             "energy_error_weight": self.config.energy_error_weight,
+            "units": {"energy_rmse": "eV/atom", "force_rmse": "eV/A",
+                      "error": "eV/A + energy_error_weight x eV/atom",
+                      "cost_us_per_atom": "us/atom", "fit_time_s": "s"},
+            "stopped": self.stopped,
             "best": asdict(self.best),
             "pareto": [t.number for t in self.pareto()],
             "trials": [asdict(t) for t in self.trials],
@@ -257,6 +269,7 @@ def hyperopt(
     config: HyperoptConfig | None = None,
     *,
     progress: bool = False,
+    log: TrialLog | None = None,
 ) -> HyperoptResult:
     """Search linear-ACE hyperparameters; every trial is scored on ``val`` only.
 
@@ -265,45 +278,80 @@ def hyperopt(
     train, val : sequences of ase.Atoms
         Labelled (energy and forces) training and validation structures.
     config : HyperoptConfig
-        Search space, method, number of trials, cost weight.
+        Search space, method, number of trials, cost weight, time budget.
     progress : bool
         Show a progress bar.
+    log : TrialLog, optional
+        Where each finished trial is appended; the trials it already holds are not run
+        again (a grid, random or Latin-hypercube search continues its plan; a TPE search
+        tells optuna the finished trials first, then asks for new ones).
     """
     config = config or HyperoptConfig()
     if not train or not val:
         raise ValueError("hyperopt needs training and validation structures")
     rng = np.random.default_rng(config.seed)
     objective = _Objective(train, val, config)
-    trials: list[Trial] = []
+    trials: list[Trial] = sorted(log.trials, key=lambda t: t.number) if log else []
+    done = {t.number: t for t in trials}
+    t0 = time.perf_counter()
+    budget = config.time_budget_s
+    stopped = "n_trials"
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.n_trials, desc=f"hyperopt ({config.method})", unit="trial")
+        bar = tqdm(total=config.n_trials, initial=min(len(done), config.n_trials),
+                   desc=f"hyperopt ({config.method})", unit="trial")
+
+    def run(number: int, params: dict[str, Any]) -> Trial | None:
+        nonlocal stopped
+        if budget is not None and time.perf_counter() - t0 >= budget:
+            stopped = "time_budget"
+            return None
+        trial = objective(number, params)
+        if log is not None:
+            log.append(trial)
+        trials.append(trial)
+        if bar is not None:
+            bar.update()
+        return trial
+
     if config.method == "tpe":
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=config.seed))
         dists = _optuna_distributions(config.space)
-        for k in range(config.n_trials):
+        for t in trials:
+            study.add_trial(optuna.trial.create_trial(params=t.params, distributions=dists,
+                                                      value=t.loss))
+        for k in range(max(done, default=-1) + 1, config.n_trials):
             ot = study.ask(dists)
-            trial = objective(k, dict(ot.params))
+            trial = run(k, dict(ot.params))
+            if trial is None:
+                break
             study.tell(ot, trial.loss)
-            trials.append(trial)
-            if bar is not None:
-                bar.update()
     else:
         for k, params in enumerate(_planned(config, rng)):
-            trials.append(objective(k, params))
-            if bar is not None:
-                bar.update()
+            if k in done:
+                if json.loads(json.dumps(params)) != done[k].params:
+                    raise ConfigError(
+                        f"trial {k} of the log had {done[k].params}, the search plans "
+                        f"{params} now: resume with the n_trials of the first run"
+                    )
+                continue
+            if run(k, params) is None:
+                break
     if bar is not None:
         bar.close()
+    if stopped == "time_budget":
+        logger.warning("time budget of %g s spent: stopped after %d trials", budget, len(trials))
+    if not trials:
+        raise ConfigError(f"time_budget_s = {budget} s ended the search before its first trial")
     for t in trials:
         logger.info("trial %d: error %.4g, cost %.3g us/atom, %s", t.number, t.error,
                     t.cost_us_per_atom, t.params)
-    return HyperoptResult(trials=trials, config=config)
+    return HyperoptResult(trials=trials, config=config, stopped=stopped)
 
 
 def pareto_front(costs: Sequence[float], errors: Sequence[float]) -> list[int]:
@@ -346,9 +394,15 @@ def run_hyperopt(
     *,
     output_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    resume: bool = False,
 ) -> HyperoptResult:
-    """Run a search from a configuration (file, mapping or object) with ``train``/``val`` files;
-    write ``trials.json`` and ``pareto.png`` to ``output_dir`` (default: the config's)."""
+    """Run a search from a configuration (file, mapping or object) with ``train``/``val`` files.
+
+    Each finished trial is appended to ``output_dir/trials.jsonl`` as it ends; at the end
+    ``trials.json`` (every trial, the best and the Pareto front) and ``pareto.png`` are
+    written to ``output_dir`` (default: the config's). ``resume`` continues the trials of an
+    earlier, killed or shorter, search in the same folder (:class:`TrialLog`).
+    """
     from potlearn_ase.data.io import read
 
     if isinstance(config, (str, os.PathLike)):
@@ -359,12 +413,14 @@ def run_hyperopt(
         if getattr(config, key) is None:
             raise ConfigError(f"hyperopt configuration needs key {key!r} (a structure file)")
     assert config.train is not None and config.val is not None
-    result = hyperopt(list(read(config.train)), list(read(config.val)), config,
-                      progress=progress)
     out = output_dir or config.output_dir
+    if resume and out is None:
+        raise ConfigError("resuming a search needs its output folder (output_dir)")
+    log = TrialLog(Path(out) / "trials.jsonl", config, resume=resume) if out is not None else None
+    result = hyperopt(list(read(config.train)), list(read(config.val)), config,
+                      progress=progress, log=log)
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         (out / "trials.json").write_text(json.dumps(result.to_dict(), indent=2))
         pareto_plot(result, out / "pareto.png")
     return result

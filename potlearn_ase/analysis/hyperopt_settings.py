@@ -111,6 +111,9 @@ class HyperoptConfig:
     timing_repeats : int
         Timing runs over the validation structures; the fastest counts.
     seed : int
+    time_budget_s : float, optional
+        Wall time (s) after which no new trial starts (the running one finishes); counted
+        from the start of this search, or of its resumption.
     """
 
     train: str | None = None
@@ -126,6 +129,7 @@ class HyperoptConfig:
     stress_weight: float = 1.0
     timing_repeats: int = 3
     seed: int = 0
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in ("grid", "random", "lhs", "tpe"):
@@ -135,6 +139,8 @@ class HyperoptConfig:
         for name in ("grid_points", "n_members", "timing_repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ValueError(f"time_budget_s must be positive, got {self.time_budget_s}")
         for name in ("cost_weight", "energy_error_weight", "stress_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")

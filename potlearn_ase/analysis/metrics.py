@@ -25,6 +25,7 @@ from numpy.typing import ArrayLike
 from potlearn_ase.errors import MissingLabelError
 
 __all__ = [
+    "calibration_curve",
     "cosine_similarity",
     "cov",
     "coverage",
@@ -158,6 +159,41 @@ def coverage(errors: ArrayLike, sigma: ArrayLike, z: float = 1.0) -> float:
         raise ValueError(f"z must be >= 0, got {z}")
     e, s = np.broadcast_arrays(e, s)
     return float(np.mean(e <= z * s))
+
+
+def calibration_curve(
+    errors: ArrayLike, sigma: ArrayLike, quantiles: ArrayLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Observed against expected coverage of central Gaussian intervals.
+
+    For each probability ``p`` the interval is ``|e| <= z_p * sigma`` with
+    ``z_p = Phi^-1((1 + p) / 2)``, which a calibrated Gaussian uncertainty meets with
+    probability ``p``; the observed fraction is :func:`coverage` at ``z_p``. A calibrated
+    model lies on the diagonal, an overconfident one below it.
+
+    Parameters
+    ----------
+    errors, sigma : array_like
+        Prediction minus reference and the predicted standard deviation (same units).
+    quantiles : array_like, optional
+        Expected coverages in (0, 1); default ``0.05, 0.10, ..., 0.95`` and ``0.99``.
+
+    Returns
+    -------
+    (np.ndarray, np.ndarray)
+        Expected and observed coverage.
+    """
+    from scipy.stats import norm
+
+    p = (
+        np.r_[np.linspace(0.05, 0.95, 19), 0.99]
+        if quantiles is None
+        else np.asarray(quantiles, dtype=float).ravel()
+    )
+    if p.size == 0 or np.any((p <= 0) | (p >= 1)):
+        raise ValueError("quantiles must lie strictly between 0 and 1")
+    z = norm.ppf(0.5 + 0.5 * p)
+    return p, np.array([coverage(errors, sigma, float(zk)) for zk in z])
 
 
 def regression_metrics(y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:

@@ -151,12 +151,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    import numpy as np
-
     import potlearn_ase
+    from potlearn_ase.analysis.evaluation import evaluate_model
     from potlearn_ase.data.io import read
     from potlearn_ase.data.labels import LabelKeys
-    from potlearn_ase.data.validate import require_labels
     from potlearn_ase.errors import DataFormatError
 
     calc = potlearn_ase.load(args.model)
@@ -165,28 +163,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise DataFormatError(f"{args.data}: no structures to evaluate")
     elements = set(calc.model.descriptor.elements)
     for k, a in enumerate(frames):
-        where = f"{args.data}, frame {k}"
-        require_labels(a, energy=True, forces=True, where=where)
         extra = sorted(set(a.get_chemical_symbols()) - elements)
         if extra:
-            raise UnknownElementError(extra[0], sorted(elements), where=where)
-    err, std, e_err = [], [], []
-    for a in frames:
-        b = a.copy()
-        b.calc = calc
-        F = b.get_forces()
-        err.append((F - a.get_forces()).ravel())
-        std.append(calc.results["forces_std"].ravel())
-        e_err.append((b.get_potential_energy() - a.get_potential_energy()) / len(a))
-    e, s = np.concatenate(err), np.concatenate(std)
-    out = {
-        "frames": len(frames),
-        "force_rmse": float(np.sqrt(np.mean(e**2))),
-        "force_mae": float(np.mean(np.abs(e))),
-        "energy_rmse_per_atom": float(np.sqrt(np.mean(np.square(e_err)))),
-        "sigma_coverage_1": float(np.mean(np.abs(e) <= s)),
-    }
-    print(json.dumps(out, indent=2))
+            raise UnknownElementError(extra[0], sorted(elements), where=f"{args.data}, frame {k}")
+    ev = evaluate_model(calc, frames, group_by=args.group_by, where=str(args.data),
+                        progress=not args.json)
+    if args.json:
+        print(json.dumps({"model": str(args.model), "data": str(args.data), **ev.to_dict()},
+                         indent=2))
+    else:
+        print(f"{args.model} on {args.data}")
+        print(ev.table())
+    if args.plot:
+        paths = ev.plot(args.plot)
+        print("plots: " + ", ".join(str(p) for p in paths), file=sys.stderr if args.json else None)
     return 0
 
 
@@ -229,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="errors and sigma coverage of a model on labelled structures")
     e.add_argument("model")
     e.add_argument("data")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument("--plot", metavar="DIR", help="write parity, error-vs-sigma, calibration PNGs")
+    e.add_argument("--group-by", default="config_type", metavar="KEY",
+                   help="info key whose values get their own rows (default config_type)")
     add_label_key_arguments(e)
     e.set_defaults(func=_cmd_eval)
 

@@ -3,6 +3,7 @@
 ::
 
     potlearn hyperopt config.yaml [--output-dir DIR] [--method tpe] [--n-trials 30]
+                 [--time-budget SECONDS] [--resume]
     potlearn qoi model.pt --structure bulk:Cu:fcc:3.61 [--reference emt] [--samples 64]
                  [--qoi eos,elastic,vacancy,phonons,rdf] [--plot bands.png] [--json qoi.json]
                  [--sensitivity [N]] [--train train.xyz] [--sensitivity-plot sens.png]
@@ -79,18 +80,28 @@ def _cmd_hyperopt(args: argparse.Namespace) -> int:
         changes["method"] = args.method
     if args.n_trials is not None:
         changes["n_trials"] = args.n_trials
+    if args.time_budget is not None:
+        changes["time_budget_s"] = args.time_budget
     if changes:
         config = dataclasses.replace(config, **changes)
     out = args.output_dir or config.output_dir or "hyperopt"
-    result = run_hyperopt(config, output_dir=out, progress=not args.quiet)
-    print(f"{'#':>3} {'error':>9} {'F rmse':>9} {'E rmse':>9} {'us/atom':>8} {'loss':>9}  params")
+    result = run_hyperopt(config, output_dir=out, progress=not args.quiet, resume=args.resume)
+    w = config.energy_error_weight
+    print(f"error = F RMSE (eV/A) + {w:g} x E RMSE (eV/atom); "
+          f"loss = error + {config.cost_weight:g} x cost (us/atom); on the validation set")
+    print(f"{'#':>3} {'error':>9} {'F RMSE':>9} {'E RMSE':>9} {'cost':>8} {'loss':>9}  params")
+    print(f"{'':>3} {'':>9} {'(eV/A)':>9} {'(meV/at)':>9} {'(us/at)':>8} {'':>9}")
     front = {t.number for t in result.pareto()}
     for t in result.trials:
         mark = "*" if t.number in front else " "
-        print(f"{t.number:>3} {t.error:>9.4g} {t.force_rmse:>9.4g} {t.energy_rmse:>9.3g} "
+        print(f"{t.number:>3} {t.error:>9.4g} {t.force_rmse:>9.4g} {1e3 * t.energy_rmse:>9.3g} "
               f"{t.cost_us_per_atom:>8.1f} {t.loss:>9.4g} {mark} {t.params}")
     print(f"best (lowest loss): trial {result.best.number}: {result.best.params}")
-    print(f"(* Pareto front)  wrote {Path(out) / 'trials.json'} and {Path(out) / 'pareto.png'}")
+    if result.stopped == "time_budget":
+        print(f"stopped by the time budget ({config.time_budget_s:g} s) after "
+              f"{len(result.trials)} of {config.n_trials} trials; --resume continues")
+    print(f"(* Pareto front)  wrote {Path(out) / 'trials.jsonl'} (one line per trial), "
+          f"{Path(out) / 'trials.json'} and {Path(out) / 'pareto.png'}")
     return 0
 
 
@@ -105,7 +116,11 @@ def add_hyperopt_subparser(subparsers: Any) -> None:
                    help="search method (overrides the configuration's)")
     p.add_argument("--n-trials", type=int, default=None,
                    help="number of trials (overrides the configuration's)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="start no trial after this wall time (config key time_budget_s)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the search in the output folder without redoing its trials")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_hyperopt)
 
 
@@ -123,14 +138,14 @@ def _cmd_qoi(args: argparse.Namespace) -> int:
     calibration = calc.calibration if args.calibration is None else args.calibration
     ph_opts = {"bands": args.plot is not None, "dos": args.plot is not None}
     report = compute_qois(source, atoms, which=which, calibration=calibration,
-                          phonon_options=ph_opts, rng=args.seed)
+                          phonon_options=ph_opts, rng=args.seed, progress=not args.quiet)
     reference = None
     if args.reference:
         from potlearn_ase.learners.reference import Reference
 
         ref_calc = Reference.from_spec(args.reference).make_calculator()
         reference = compute_qois(ref_calc, atoms, which=which, phonon_options=ph_opts,
-                                 rng=args.seed)
+                                 rng=args.seed, progress=not args.quiet)
     n = next(iter(report.qois.values())).samples.size if report.qois else 0
     print(f"{args.model}: {n} samples, calibration {calibration:.3g}, structure {args.structure}")
     print(report.table(reference))
@@ -237,6 +252,7 @@ def add_qoi_subparser(subparsers: Any) -> None:
         help="with --sensitivity: the training structures, for each one's influence on the QoIs",
     )
     p.add_argument("--sensitivity-plot", default=None, help="PNG of the sensitivity analysis")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (stderr)")
     p.set_defaults(func=_cmd_qoi)
 
 

@@ -81,6 +81,7 @@ def add_subparser(subparsers: Any) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (torch device)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (stderr)")
     p.set_defaults(func=run_train)
 
 
@@ -130,6 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
             LinearFitConfig(n_members=args.committee, batch_size=args.batch_size),
             rng=args.seed,
             comm=comm,
+            progress=not args.quiet,
         )
     else:
         cfg = config_from_args(
@@ -142,7 +144,8 @@ def run_train(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         model, _ = train_neural_mpi(
-            desc, train, val or None, cfg, comm=comm, split=args.split, shards=args.shards
+            desc, train, val or None, cfg, comm=comm, split=args.split, shards=args.shards,
+            progress=not args.quiet,
         )
     if rank != 0:
         return 0

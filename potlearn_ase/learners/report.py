@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_learning_curve", "read_learning_curve", "write_plots"]
+__all__ = [
+    "labels_figure",
+    "plot_learning_curve",
+    "read_learning_curve",
+    "sigma_figure",
+    "write_plots",
+]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,9 @@ def _measure(
     if kind == "extrapolation":
         g = [h.get("max_extrapolation_grade") or 0.0 for h in history]
         return "max extrapolation grade", np.array(g), "grade", True
+    if kind == "target":  # predicted per-atom force error: RMS of the atom's component sigmas
+        s = np.array([h["max_force_std"] for h in history]) / np.sqrt(3.0)
+        return "predicted force error", s, "eV/A", True
     same = kind != "relative"
     return "max force sigma", np.array([h["max_force_std"] for h in history]), "eV/A", same
 
@@ -47,54 +56,91 @@ def write_plots(
 ) -> list[str]:
     """Write ``sigma_threshold.png`` and ``labels.png`` into ``run_dir``; returns their paths.
 
-    ``trigger`` (its :meth:`describe`) picks the quantity drawn against the threshold: the
-    per-atom energy sigma for an ``energy`` trigger (``n_atoms`` atoms), the extrapolation
-    grade for an ``extrapolation`` one, else the largest force sigma (without the threshold
-    line for a ``relative`` trigger, whose threshold is a ratio).
+    ``sigma_threshold.png``: the quantity the trigger compares, its threshold and a marker
+    at every label step. ``trigger`` (its :meth:`describe`) picks the quantity: the per-atom
+    energy sigma for an ``energy`` trigger (``n_atoms`` atoms), the extrapolation grade for an
+    ``extrapolation`` one, else the largest force sigma (without the threshold line for a
+    ``relative`` trigger, whose threshold is a ratio). ``labels.png``: the labels taken so far
+    (left axis, count) and the MD temperature (right axis, K) when the history records it.
     """
-    from potlearn_ase.analysis.plots import timeseries_plot
+    from potlearn_ase.analysis.plots import save_figure
 
-    paths: list[str] = []
     if not history:
-        return paths
+        return []
+    fig = sigma_figure(history, label_steps, trigger=trigger, n_atoms=n_atoms)
+    paths = [str(save_figure(fig, run_dir / "sigma_threshold.png"))]
+    paths.append(str(save_figure(labels_figure(history, label_steps), run_dir / "labels.png")))
+    return paths
+
+
+def _label_index(label_steps: list[int], n: int) -> np.ndarray:
+    return np.array(sorted(s for s in label_steps if 0 <= s < n), dtype=int)
+
+
+def sigma_figure(
+    history: list[dict[str, Any]],
+    label_steps: list[int],
+    *,
+    trigger: dict[str, Any] | None = None,
+    n_atoms: int = 1,
+) -> Any:
+    """The figure of ``sigma_threshold.png`` (see :func:`write_plots`)."""
+    from potlearn_ase.analysis.plots import new_figure
+
     steps = np.arange(len(history))
-    thr = np.array([h["threshold"] for h in history])
+    thr = np.array([h["threshold"] for h in history], dtype=float)
     name, values, unit, same_unit = _measure(history, trigger, n_atoms)
     # a log axis: keep the first steps (a model at its own training structure has ~0 spread)
     # from stretching it over ten decades
-    top = thr.max() if same_unit else values.max(initial=0.0)
+    top = np.nanmax(thr) if same_unit else values.max(initial=0.0)
     floor = 1e-3 * float(max(top, 1e-12))
-    series = {name: np.clip(values, floor, None)}
+    shown = np.clip(values, floor, None)
+    fig = new_figure((6.4, 3.6))
+    ax = fig.add_subplot()
+    ax.plot(steps, shown, lw=1.0, color="tab:blue", label=name)
     if same_unit:
-        series["threshold"] = thr
-    paths.append(
-        str(
-            timeseries_plot(
-                steps,
-                series,
-                run_dir / "sigma_threshold.png",
-                xlabel="learner step",
-                ylabel=unit,
-                logy=True,
-            )
-        )
-    )
-    labels = np.zeros(len(history))
-    for s in label_steps:
-        if 0 <= s < len(history):
-            labels[s:] += 1
-    series = {"labels": labels}
+        ax.plot(steps, thr, lw=1.0, color="tab:orange", label="threshold")
+    idx = _label_index(label_steps, len(history))
+    if idx.size:
+        for s in idx:
+            ax.axvline(s, color="tab:red", lw=0.5, alpha=0.35, zorder=0)
+        ax.scatter(idx, shown[idx], marker="v", s=22, color="tab:red", zorder=3,
+                   label=f"label taken ({idx.size})")
+    if np.any(shown > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("learner step")
+    ax.set_ylabel(f"{name} ({unit})")
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def labels_figure(history: list[dict[str, Any]], label_steps: list[int]) -> Any:
+    """The figure of ``labels.png``: label count (left axis), temperature in K (right axis)."""
+    from potlearn_ase.analysis.plots import new_figure
+
+    steps = np.arange(len(history))
+    counts = np.zeros(len(history))
+    for s in _label_index(label_steps, len(history)):
+        counts[s:] += 1
+    fig = new_figure((6.4, 3.6))
+    ax = fig.add_subplot()
+    ax.step(steps, counts, where="post", lw=1.2, color="tab:blue", label="labels")
+    ax.set_xlabel("learner step")
+    ax.set_ylabel("labels taken (count)", color="tab:blue")
+    ax.tick_params(axis="y", labelcolor="tab:blue")
+    ax.set_ylim(0, max(1.0, float(counts.max())) * 1.05)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     temps = [h.get("temperature") for h in history]
     if any(t is not None for t in temps):
-        series["temperature / 100 K"] = np.array([(t or 0.0) / 100.0 for t in temps])
-    paths.append(
-        str(
-            timeseries_plot(
-                steps, series, run_dir / "labels.png", xlabel="learner step", ylabel="count"
-            )
-        )
-    )
-    return paths
+        T = np.array([np.nan if t is None else float(t) for t in temps])
+        ax_t = ax.twinx()
+        ax_t.plot(steps, T, lw=1.0, color="tab:red", label="temperature")
+        ax_t.set_ylabel("temperature (K)", color="tab:red")
+        ax_t.tick_params(axis="y", labelcolor="tab:red")
+        ax_t.set_ylim(bottom=0)
+    return fig
 
 
 def read_learning_curve(

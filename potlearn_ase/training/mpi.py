@@ -145,11 +145,21 @@ def _unpack(vec: np.ndarray, n_params: int) -> NormalEquations:
     return ne
 
 
+def _bar(items: Any, show: bool, desc: str) -> Any:
+    """``items``, wrapped in a tqdm progress bar (stderr) when ``show``."""
+    if not show:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="batch")
+
+
 def _ordered_reduce(
     descriptor: Descriptor,
     frames: Sequence[Atoms],
     config: LinearFitConfig,
     comm: Any,
+    progress: bool = False,
 ) -> NormalEquations:
     """Chunks dealt round-robin; rank 0 adds them in chunk order (the serial order)."""
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -159,7 +169,7 @@ def _ordered_reduce(
     total = NormalEquations(P)
     length = P * P + P + 2
     recv = np.empty((size, length)) if rank == 0 else None
-    for first in range(0, len(starts), size):
+    for first in _bar(range(0, len(starts), size), progress and rank == 0, "accumulating"):
         c = first + rank
         if c < len(starts):
             ne = NormalEquations(P)
@@ -189,6 +199,7 @@ def fit_linear_mpi(
     rng: np.random.Generator | int | None = None,
     comm: Any | None = None,
     ordered: bool = True,
+    progress: bool = False,
 ) -> LinearCommittee:
     """:func:`potlearn_ase.models.fit_linear` with the accumulation spread over ranks.
 
@@ -214,6 +225,8 @@ def fit_linear_mpi(
         rank sums its own chunks and one ``Allreduce`` adds the ranks' sums (least traffic;
         the summation order differs from the serial fit, which the ill-conditioned solve can
         amplify to ~1e-7 relative in poorly determined coefficients).
+    progress : bool
+        A progress bar (stderr) of the accumulation, on rank 0.
 
     Returns
     -------
@@ -225,10 +238,11 @@ def fit_linear_mpi(
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     S, K = len(descriptor.elements), descriptor.n_features
     if comm is not None and size > 1 and ordered:
-        ne = _ordered_reduce(descriptor, frames, config, comm)
+        ne = _ordered_reduce(descriptor, frames, config, comm, progress)
     else:
         ne = NormalEquations(S * (K + 1))
-        for start, stop in _share(len(frames), rank, size, config.batch_size):
+        shares = list(_share(len(frames), rank, size, config.batch_size))
+        for start, stop in _bar(shares, progress and rank == 0, "accumulating"):
             A, y, w = design_rows(descriptor, list(frames[start:stop]), config, first_index=start)
             ne.add(A, y, w)
         ne = reduce_normal_equations(ne, comm)
@@ -261,6 +275,7 @@ def train_neural_mpi(
     comm: Any | None = None,
     split: str = "members",
     shards: int | None = None,
+    progress: bool = False,
 ) -> tuple[NeuralCommittee, list[TrainingHistory]]:
     """:func:`potlearn_ase.training.trainer.train_neural` spread over MPI ranks.
 
@@ -280,6 +295,8 @@ def train_neural_mpi(
         and faster (it splits the descriptor work too).
     shards : int, optional
         Shards per batch for ``split="structures"``; default the number of ranks.
+    progress : bool
+        A progress bar (stderr) of the epochs, on rank 0.
 
     Returns
     -------
@@ -301,18 +318,22 @@ def train_neural_mpi(
     size = comm.Get_size() if comm is not None else 1
     if split == "structures":
         n_shards = size if shards is None else int(shards)
+        show = progress and (comm is None or comm.Get_rank() == 0)
         model, hist = train_neural(
-            descriptor, train, val, cfg, init=init, shards=n_shards, comm=comm
+            descriptor, train, val, cfg, init=init, shards=n_shards, comm=comm, progress=show
         )
         return model, [hist]
     if comm is None or size == 1:
-        model, hist = train_neural(descriptor, train, val, cfg, init=init)
+        model, hist = train_neural(descriptor, train, val, cfg, init=init, progress=progress)
         return model, [hist]
     rank = comm.Get_rank()
     total = init.members if init is not None else tuple(range(cfg.n_members))
     blocks = [[total[i] for i in b] for b in member_blocks(len(total), size)]
     log.info("rank %d of %d trains members %s", rank, size, blocks[rank])
-    part, hist = train_neural(descriptor, train, val, cfg, init=init, members=blocks[rank])
+    part, hist = train_neural(
+        descriptor, train, val, cfg, init=init, members=blocks[rank],
+        progress=progress and rank == 0,
+    )
     state = {k: v.detach().cpu() for k, v in part.state_dict().items()}
     gathered = comm.allgather((list(part.members), state, hist))
     parts = []

@@ -129,3 +129,94 @@ def test_cli_writes_table_and_pareto_plot(data, tmp_path, capsys):
     assert all(t["loss"] == pytest.approx(t["error"] + 1e-4 * t["cost_us_per_atom"])
                for t in table["trials"])
     assert (tmp_path / "out" / "pareto.png").stat().st_size > 5_000
+
+
+def _counting(monkeypatch, stop_after=None, sleep=0.0):
+    """Count the trials the objective runs; raise KeyboardInterrupt (a kill) after
+    ``stop_after`` of them."""
+    import time
+
+    from potlearn_ase.analysis import hyperopt as ho
+
+    calls = []
+    original = ho._Objective.__call__
+
+    def call(self, number, params):
+        if stop_after is not None and len(calls) >= stop_after:
+            raise KeyboardInterrupt
+        calls.append(number)
+        time.sleep(sleep)
+        return original(self, number, params)
+
+    monkeypatch.setattr(ho._Objective, "__call__", call)
+    return calls
+
+
+def _search(tmp_path, data, **kw):
+    train, val = data
+    write(tmp_path / "train.xyz", train)
+    write(tmp_path / "val.xyz", val)
+    cfg = dict(train=str(tmp_path / "train.xyz"), val=str(tmp_path / "val.xyz"), n_trials=4,
+               timing_repeats=1, n_members=4,
+               space={"cutoff": [4.0, 4.5], "n_radial": [3, 4], "l_max": [1],
+                      "energy_weight": {"low": 1.0, "high": 50.0, "log": True}})
+    cfg.update(kw)
+    return cfg
+
+
+@pytest.mark.parametrize("method", ["lhs", "tpe"])
+def test_killed_search_keeps_finished_trials_and_resumes_without_redoing_them(
+    data, tmp_path, monkeypatch, method
+):
+    cfg = _search(tmp_path, data, method=method)
+    out = tmp_path / "out"
+    calls = _counting(monkeypatch, stop_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_hyperopt(cfg, output_dir=out)
+    lines = [json.loads(s) for s in (out / "trials.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in lines] == ["search", "trial", "trial"]
+    assert calls == [0, 1] and not (out / "trials.json").exists()
+    with open(out / "trials.jsonl", "a") as fh:  # killed while writing a third line
+        fh.write('{"kind": "trial", "number": 2, "par')
+    with pytest.raises(ConfigError, match="--resume"):
+        run_hyperopt(cfg, output_dir=out)
+    with pytest.raises(ConfigError, match="'seed'"):
+        run_hyperopt({**cfg, "seed": 5}, output_dir=out, resume=True)
+    monkeypatch.undo()
+    calls = _counting(monkeypatch)
+    res = run_hyperopt(cfg, output_dir=out, resume=True)
+    assert calls == [2, 3]  # only the trials that had not finished
+    assert [t.number for t in res.trials] == [0, 1, 2, 3]
+    assert [r["params"] for r in lines[1:]] == [t.params for t in res.trials[:2]]
+    records = [json.loads(s) for s in (out / "trials.jsonl").read_text().splitlines()]
+    assert [r.get("number") for r in records] == [None, 0, 1, 2, 3]
+    if method == "lhs":  # a planned search resumed equals the search never killed
+        whole = run_hyperopt(cfg, output_dir=tmp_path / "whole")
+        assert [t.params for t in whole.trials] == [t.params for t in res.trials]
+        assert [t.force_rmse for t in whole.trials] == pytest.approx(
+            [t.force_rmse for t in res.trials], rel=1e-9)
+
+
+def test_time_budget_stops_the_search_and_the_table_names_units(
+    data, tmp_path, monkeypatch, capsys
+):
+    cfg = _search(tmp_path, data, method="random", n_trials=50)
+    (tmp_path / "h.yaml").write_text(json.dumps(cfg))
+    assert from_mapping(HyperoptConfig, {**cfg, "time_budget_s": 2.5}).time_budget_s == 2.5
+    with pytest.raises(ConfigError, match="time_budget_s"):
+        from_mapping(HyperoptConfig, {**cfg, "time_budget_s": 0})
+    calls = _counting(monkeypatch, sleep=0.5)
+    parser = argparse.ArgumentParser()
+    add_hyperopt_subparser(parser.add_subparsers())
+    args = parser.parse_args(["hyperopt", str(tmp_path / "h.yaml"), "--output-dir",
+                              str(tmp_path / "out"), "-q", "--time-budget", "1.0"])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    # every trial takes at least 0.5 s: no more than two start inside 1 s
+    assert 1 <= len(calls) <= 2
+    assert "stopped by the time budget" in text
+    for unit in ("(eV/A)", "(meV/at)", "(us/at)", "E RMSE (eV/atom)"):
+        assert unit in text
+    table = json.loads((tmp_path / "out" / "trials.json").read_text())
+    assert table["stopped"] == "time_budget" and len(table["trials"]) == len(calls)
+    assert table["units"]["force_rmse"] == "eV/A"

@@ -196,6 +196,23 @@ def test_phonon_bands_plot_and_dos(cu_model, tmp_path):
     assert np.abs(ph.special_frequencies[:, g, :3]).max() < 1e-3
     out = phonon_band_plot(ph, tmp_path / "bands.png", reference=ref)
     assert out.stat().st_size > 10_000
+    # the DOS is not smeared beyond the phonon frequencies, and its grid stays near them
+    for r in (ph, ref):
+        top = r.bands.max()
+        assert r.dos_frequencies.max() < 1.05 * top
+        beyond = r.dos_frequencies > 1.01 * top
+        assert beyond.any() and np.abs(r.dos[:, beyond]).max() < 1e-6
+    # the sigma of every branch is drawn in its own panel, whatever its size next to the bands
+    from potlearn_ase.analysis.qoi.phonons import _band_figure
+
+    bands_ax, sigma_ax, dos_ax = _band_figure(ph, reference=ref).axes
+    sig = ph.bands.std(0)
+    drawn = [ln.get_ydata() for ln in sigma_ax.get_lines() if ln.get_linestyle() == "-"
+             and len(ln.get_ydata()) == sig.shape[0]]
+    assert len(drawn) == sig.shape[1]
+    np.testing.assert_allclose(np.sort(np.array(drawn), 0), np.sort(sig.T, 0))
+    lo, hi = bands_ax.get_ylim()
+    assert hi < 1.1 * (ph.bands.mean(0) + sig).max()  # the frequency axis ends with the bands
 
 
 def test_vacancy_formation_energy_relaxes_down():

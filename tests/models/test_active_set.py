@@ -56,6 +56,7 @@ def test_training_atoms_interpolate_and_defects_extrapolate(model, desc, cu_trai
     # a surface leave it far behind
     assert max(grades[:10]) < 1.5
     assert vac.max() > 2 * bulk_max and surf.max() > 2 * bulk_max
+    assert vac.max() > 5 and surf.max() > 5  # as docs/uncertainty.md says
     # the surface layers extrapolate, the middle layer (bulk-like, beyond the cutoff) far less
     z = _surface().positions[:, 2]
     middle = np.abs(z - z.mean()) < 1.0

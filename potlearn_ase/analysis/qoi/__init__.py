@@ -89,6 +89,7 @@ def compute_qois(
     vacancy_options: dict[str, Any] | None = None,
     rdf_options: dict[str, Any] | None = None,
     rng: np.random.Generator | int | None = None,
+    progress: bool = False,
 ) -> QoIReport:
     """Several QoIs of every member, mean +- sigma, in one report.
 
@@ -109,7 +110,11 @@ def compute_qois(
         Rescale ``atoms`` to the equilibrium volume of the committee mean first.
     phonon_options, vacancy_options, rdf_options : dict, optional
         Keyword arguments of :func:`phonons`, :func:`vacancy_formation_energy`, :func:`rdf`.
+    progress : bool
+        A progress bar (stderr), one step per QoI.
     """
+    from tqdm.auto import tqdm
+
     from potlearn_ase.calculators.committee import CommitteeCalculator
 
     unknown = sorted(set(which) - set(QOI_NAMES))
@@ -122,6 +127,9 @@ def compute_qois(
     predict = member_predictor(source)
     qois: dict[str, QoI] = {}
     structure = atoms.copy()
+    stages = [w for w in QOI_NAMES if w in which]
+    bar = tqdm(total=len(stages), desc="qoi", unit="qoi", disable=not progress)
+    bar.set_postfix_str("eos" if "eos" in which else "lattice")
     if "eos" in which or relax_lattice:
         eos = equation_of_state(predict, atoms)
         if relax_lattice:
@@ -130,17 +138,23 @@ def compute_qois(
             structure.set_cell(atoms.cell * (v0 / atoms.get_volume()) ** (1 / 3), scale_atoms=True)
         if "eos" in which:
             qois.update(eos)
+            bar.update()
     if "elastic" in which:
+        bar.set_postfix_str("elastic")
         qois.update(elastic_constants(predict, structure)[0])
+        bar.update()
     if "vacancy" in which:
+        bar.set_postfix_str("vacancy")
         qois["vacancy_formation_energy"] = vacancy_formation_energy(
             source, structure, **(vacancy_options or {})
         )
+        bar.update()
     # the curves below are scaled as a whole, and their scalar QoIs taken from the scaled
     # curves, so every spread is scaled exactly once
     qois = {k: QoI(q.name, q.unit, _scale_spread(q.samples, calibration)) for k, q in qois.items()}
     ph = None
     if "phonons" in which:
+        bar.set_postfix_str("phonons")
         ph = phonons(source, structure, **(phonon_options or {}))
         ph = PhononResult(
             labels=ph.labels,
@@ -153,11 +167,15 @@ def compute_qois(
             dos=_scale_spread(ph.dos, calibration) if ph.dos.size else ph.dos,
         )
         qois.update({q.name: q for q in ph.qois()})
+        bar.update()
     rd = None
     if "rdf" in which:
+        bar.set_postfix_str("rdf")
         rd = rdf(source, structure, rng=rng, **(rdf_options or {}))
         rd = RDFResult(r=rd.r, g=_scale_spread(rd.g, calibration), ess=rd.ess, n_frames=rd.n_frames)
         qois.update({q.name: q for q in rd.qois()})
+        bar.update()
+    bar.close()
     return QoIReport(
         qois=qois,
         phonons=ph,

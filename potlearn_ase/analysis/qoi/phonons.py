@@ -83,7 +83,7 @@ def phonons(
     dos: bool = True,
     npoints: int = 60,
     mesh: Sequence[int] = (12, 12, 12),
-    dos_sigma: float = 0.15,
+    dos_sigma: float | None = None,
 ) -> PhononResult:
     """Harmonic phonons (phonopy, finite displacements) of every member.
 
@@ -103,7 +103,10 @@ def phonons(
         Finite displacement (A).
     bands, dos : bool
         Also compute the band structure along the path (``npoints`` q-points) and the total
-        DOS on a ``mesh`` with Gaussian smearing ``dos_sigma`` (THz).
+        DOS on a ``mesh``: by the tetrahedron method (default; zero outside the range of the
+        phonon frequencies), or with Gaussian smearing of width ``dos_sigma`` (THz), which
+        spreads states about ``2 * dos_sigma`` beyond it. The DOS grid spans the frequencies
+        of the first member's mesh, widened by 3 % (by ``3 * dos_sigma`` when smearing).
     """
     from ase.cell import Cell
     from phonopy import Phonopy
@@ -126,7 +129,7 @@ def phonons(
     x, label_x, path_labels = path.get_linear_kpoint_axis()
     M = F_all.shape[0]
     spec, band_list, dos_list = [], [], []
-    fmax_dos = None
+    grid: tuple[float, float] | None = None  # DOS frequency range, shared by every member
     for m in range(M):
         ph.forces = F_all[m]
         ph.produce_force_constants(show_drift=False)
@@ -137,14 +140,16 @@ def phonons(
             band_list.append(ph.qpoints.frequencies)
         if dos:
             ph.run_mesh(list(mesh), is_gamma_center=True)
-            if fmax_dos is None:
-                fmax_dos = 1.3 * float(np.max(ph.mesh.frequencies)) + 1.0
+            if grid is None:  # the first member's range, 3 % wider for the other members
+                f_mesh = ph.mesh.frequencies
+                pad = 3.0 * dos_sigma if dos_sigma else 0.03 * float(np.max(f_mesh))
+                grid = (min(0.0, float(np.min(f_mesh))) - pad, float(np.max(f_mesh)) + pad)
             ph.run_total_dos(
                 sigma=dos_sigma,
-                freq_min=-1.0,
-                freq_max=fmax_dos,
-                freq_pitch=0.05,
-                use_tetrahedron_method=False,
+                freq_min=grid[0],
+                freq_max=grid[1],
+                freq_pitch=(grid[1] - grid[0]) / 200,
+                use_tetrahedron_method=dos_sigma is None,
             )
             dos_f = np.array(ph.total_dos.frequency_points)
             dos_list.append(np.array(ph.total_dos.dos))
@@ -168,54 +173,86 @@ def phonon_band_plot(
     n_sigma: float = 1.0,
     title: str | None = None,
 ) -> Path:
-    """Phonon bands (mean line, ``+-n_sigma`` band) and DOS side by side, saved as PNG.
+    """Phonon bands with their sigma, and the DOS, saved as PNG.
 
-    A ``reference`` (e.g. the reference calculator's phonons) is drawn as dashed lines.
+    Top left: the committee-mean bands inside a ``+-n_sigma`` band (shaded, with its edges
+    drawn, so that a narrow band still shows); below them, sigma of every branch along the
+    path (THz), next to ``|mean - reference|`` when a reference is given; top right: the DOS
+    (mean and ``+-n_sigma``) on the bands' frequency axis, which spans the bands and their
+    sigma band only. A ``reference`` (e.g. the reference calculator's phonons) is drawn as
+    dashed lines.
     """
-    from potlearn_ase.analysis.plots import new_figure, save_figure
+    from potlearn_ase.analysis.plots import save_figure
+
+    fig = _band_figure(result, reference=reference, n_sigma=n_sigma, title=title)
+    return save_figure(fig, path)
+
+
+def _band_figure(
+    result: PhononResult,
+    *,
+    reference: PhononResult | None = None,
+    n_sigma: float = 1.0,
+    title: str | None = None,
+) -> Any:
+    """The matplotlib Figure of :func:`phonon_band_plot`."""
+    from potlearn_ase.analysis.plots import new_figure
 
     if not result.bands.size:
         raise ValueError("phonon_band_plot needs bands: compute phonons(..., bands=True)")
-    fig = new_figure((7.0, 4.0))
+    fig = new_figure((7.2, 5.2))
     has_dos = bool(result.dos.size)
-    gs = fig.add_gridspec(1, 2, width_ratios=(3, 1)) if has_dos else fig.add_gridspec(1, 1)
+    gs = fig.add_gridspec(2, 2 if has_dos else 1, height_ratios=(3, 1),
+                          width_ratios=(3, 1) if has_dos else None)
     ax = fig.add_subplot(gs[0, 0])
+    ax_sig = fig.add_subplot(gs[1, 0], sharex=ax)
     mean, std = result.bands.mean(0), result.bands.std(0)
     x = result.path_x
+    ref_bands = None
+    if reference is not None and reference.bands.shape[1:] == result.bands.shape[1:]:
+        ref_bands = reference.bands.mean(0)
+    band_label = f"$\\pm${n_sigma:g} sigma (up to {n_sigma * std.max():.2g} THz)"
     for b in range(mean.shape[1]):
-        ax.fill_between(
-            x,
-            mean[:, b] - n_sigma * std[:, b],
-            mean[:, b] + n_sigma * std[:, b],
-            color="tab:blue",
-            alpha=0.3,
-            lw=0,
-        )
-        ax.plot(x, mean[:, b], color="tab:blue", lw=1.2, label="committee mean" if b == 0 else None)
-        if reference is not None and reference.bands.size:
-            ax.plot(
-                reference.path_x,
-                reference.bands.mean(0)[:, b],
-                color="k",
-                lw=1,
-                ls="--",
-                label="reference" if b == 0 else None,
-            )
-    for lx in result.label_x:
-        ax.axvline(lx, color="0.7", lw=0.6)
-    ax.set_xticks(result.label_x)
-    ax.set_xticklabels(["$\\Gamma$" if s == "G" else s for s in result.path_labels])
+        lo, hi = mean[:, b] - n_sigma * std[:, b], mean[:, b] + n_sigma * std[:, b]
+        ax.fill_between(x, lo, hi, color="tab:orange", alpha=0.45, lw=0,
+                        label=band_label if b == 0 else None)
+        ax.plot(x, lo, color="tab:orange", lw=0.5)
+        ax.plot(x, hi, color="tab:orange", lw=0.5)
+        ax.plot(x, mean[:, b], color="tab:blue", lw=0.9, label="committee mean" if b == 0 else None)
+        ax_sig.plot(x, std[:, b], color="tab:orange", lw=1.0, label="sigma" if b == 0 else None)
+        if ref_bands is not None:
+            ax.plot(x, ref_bands[:, b], color="k", lw=0.9, ls="--",
+                    label="reference" if b == 0 else None)
+            ax_sig.plot(x, np.abs(mean[:, b] - ref_bands[:, b]), color="k", lw=0.8, ls="--",
+                        label="|mean - reference|" if b == 0 else None)
+    top = float((mean + n_sigma * std).max())
+    if ref_bands is not None:
+        top = max(top, float(ref_bands.max()))
+    bottom = min(0.0, float((mean - n_sigma * std).min()))
+    pad = 0.04 * (top - bottom)
+    ax.set_ylim(bottom - pad, top + pad)
+    for a in (ax, ax_sig):
+        for lx in result.label_x:
+            a.axvline(lx, color="0.7", lw=0.6)
+    ax_sig.set_xticks(result.label_x)
+    ax_sig.set_xticklabels(["$\\Gamma$" if s == "G" else s for s in result.path_labels])
+    ax.tick_params(labelbottom=False)
     ax.set_xlim(x[0], x[-1])
     ax.set_ylabel("frequency (THz)")
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(title or f"phonons, mean $\\pm$ {n_sigma:g} sigma")
+    ax_sig.set_ylabel("sigma, error (THz)")
+    ax_sig.set_ylim(bottom=0.0)
+    ax.legend(fontsize=7, loc="lower right")
+    ax_sig.legend(fontsize=7, loc="upper right")
+    ax.set_title(title or f"phonons, committee mean $\\pm$ {n_sigma:g} sigma", fontsize=10)
     if has_dos:
         ax2 = fig.add_subplot(gs[0, 1], sharey=ax)
         f, dm, ds = result.dos_frequencies, result.dos.mean(0), result.dos.std(0)
-        ax2.fill_betweenx(f, dm - n_sigma * ds, dm + n_sigma * ds, color="tab:blue", alpha=0.3)
-        ax2.plot(dm, f, color="tab:blue", lw=1.0)
+        ax2.fill_betweenx(f, np.maximum(dm - n_sigma * ds, 0), dm + n_sigma * ds,
+                          color="tab:orange", alpha=0.45, lw=0)
+        ax2.plot(dm, f, color="tab:blue", lw=0.9)
         if reference is not None and reference.dos.size:
-            ax2.plot(reference.dos.mean(0), reference.dos_frequencies, color="k", lw=1, ls="--")
-        ax2.set_xlabel("DOS")
+            ax2.plot(reference.dos.mean(0), reference.dos_frequencies, color="k", lw=0.9, ls="--")
+        ax2.set_xlabel("DOS (states/THz)")
+        ax2.set_xlim(left=0.0)
         ax2.tick_params(labelleft=False)
-    return save_figure(fig, path)
+    return fig
