@@ -58,7 +58,7 @@ from potlearn_ase.cli.select import get_selector
 from potlearn_ase.data.generate import reference_md_frames
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
-from potlearn_ase.learners.pool import PoolLearner, PoolSettings
+from potlearn_ase.learners.pool import PoolConfig, PoolLearner
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.models import LinearFitConfig, fit_linear
 from potlearn_ase.models.linear import design_rows
@@ -172,7 +172,7 @@ def run_pool_learner(pool: list, tests: Tests, sizes, seed: int) -> dict:
         if learner.n_labelled in sizes:
             seen[learner.n_labelled] = tests(learner.model.mean_coef())
 
-    settings = PoolSettings(budget=max(sizes), seed=seed, **POOL_SETTINGS)
+    settings = PoolConfig(budget=max(sizes), seed=seed, **POOL_SETTINGS)
     with tempfile.TemporaryDirectory() as tmp, LabelStore(Path(tmp) / "l.h5") as store:
         learner = PoolLearner(
             pool, DESC, Reference.from_spec("emt"), store, settings=settings, fit_config=FIT

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-__all__ = ["MOVED_MODULES", "install", "moved_attribute"]
+__all__ = ["MOVED_MODULES", "RENAMED_CONFIGS", "install", "moved_attribute"]
 
 #: old module path -> new module path (release 0.2 layout: one folder per concept)
 MOVED_MODULES: dict[str, str] = {
@@ -73,12 +73,30 @@ def install() -> None:
 
 
 def moved_attribute(package: str, names: dict[str, str]) -> Callable[[str], Any]:
-    """A module ``__getattr__`` serving ``names`` (attribute -> new module) with a warning."""
+    """A module ``__getattr__`` serving ``names`` with a warning.
+
+    ``names`` maps an old attribute to its new home: ``"module.path"`` (same name there) or
+    ``"module.path:NewName"`` (renamed).
+    """
 
     def __getattr__(name: str) -> Any:
         if name not in names:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        _warn(f"{package}.{name}", f"{names[name]}.{name}")
-        return getattr(importlib.import_module(names[name]), name)
+        module, _, new = names[name].partition(":")
+        new = new or name
+        _warn(f"{package}.{name}", f"{module}.{new}")
+        return getattr(importlib.import_module(module), new)
 
     return __getattr__
+
+
+#: configuration classes renamed to ``*Config`` in release 0.2: old name -> "module:new name"
+RENAMED_CONFIGS: dict[str, str] = {
+    "OTFSettings": "potlearn_ase.learners.otf:OTFConfig",
+    "PoolSettings": "potlearn_ase.learners.pool:PoolConfig",
+    "StructureSpec": "potlearn_ase.learners.run:StructureConfig",
+    "ModelSpec": "potlearn_ase.learners.run:ModelConfig",
+    "MDSpec": "potlearn_ase.learners.run:MDConfig",
+    "InitialSpec": "potlearn_ase.learners.run:InitialConfig",
+    "ValidationSpec": "potlearn_ase.learners.run:ValidationConfig",
+}

@@ -11,7 +11,7 @@ from potlearn_ase.cli.common import add_config_options, config_from_args
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.descriptors import ACEConfig
 from potlearn_ase.errors import UnknownElementError
-from potlearn_ase.learners.pool import PoolLearner, PoolSettings
+from potlearn_ase.learners.pool import PoolConfig, PoolLearner
 from potlearn_ase.learners.reference import Reference
 
 __all__ = ["add_subparser"]
@@ -29,7 +29,7 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--reference", default="emt", help="reference calculator name (emt, tblite)")
     add_config_options(
         p,
-        PoolSettings,
+        PoolConfig,
         skip=("candidate_factor", "reduce"),
         aliases={"n_seed": ["--seed-size"], "batch_size": ["--batch"]},
     )
@@ -76,7 +76,7 @@ def _cmd_al(args: argparse.Namespace) -> int:
     desc = ACEDescriptor(
         elements, config_from_args(ACEConfig, args, dest_prefix="descriptor_")
     )
-    settings = config_from_args(PoolSettings, args)
+    settings = config_from_args(PoolConfig, args)
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with LabelStore(run_dir / "labels.h5") as store:

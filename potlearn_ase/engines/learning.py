@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from potlearn_ase.errors import ConfigError
-from potlearn_ase.learners.otf import OTFSettings
+from potlearn_ase.learners.otf import OTFConfig
 
 __all__ = ["EngineLearnConfig", "prepare_run_dir"]
 
@@ -25,7 +25,7 @@ class EngineLearnConfig:
         The trigger (:func:`trigger_from_config`); thresholds in eV/Angstrom.
     run_dir : str
         Where labels, checkpoints, the updated model and the summary go.
-    settings : OTFSettings
+    settings : OTFConfig
         The learner's other settings (``checkpoint_every`` counts force evaluations).
     """
 
@@ -34,7 +34,7 @@ class EngineLearnConfig:
         default_factory=lambda: {"kind": "adaptive", "factor": 1.2, "min_gap": 5}
     )
     run_dir: str = "otf-run"
-    settings: OTFSettings = field(default_factory=OTFSettings)
+    settings: OTFConfig = field(default_factory=OTFConfig)
 
 
 def prepare_run_dir(run_dir: str | os.PathLike, resume: bool) -> Path:

@@ -1,6 +1,7 @@
 """Learners: on-the-fly (MD-driven) active learning, triggers and reference calculators."""
 
-from potlearn_ase.learners.otf import OnTheFlyLearner, OTFCalculator, OTFSettings
+from potlearn_ase._moved import RENAMED_CONFIGS, moved_attribute
+from potlearn_ase.learners.otf import OnTheFlyLearner, OTFCalculator, OTFConfig
 from potlearn_ase.learners.reference import LabelResult, Reference
 from potlearn_ase.learners.run import run_otf
 from potlearn_ase.learners.triggers import (
@@ -25,7 +26,7 @@ __all__ = [
     "LabelResult",
     "MinGap",
     "OTFCalculator",
-    "OTFSettings",
+    "OTFConfig",
     "OnTheFlyLearner",
     "Reference",
     "RelativeThreshold",
@@ -34,3 +35,6 @@ __all__ = [
     "run_otf",
     "trigger_from_config",
 ]
+
+
+__getattr__ = moved_attribute(__name__, RENAMED_CONFIGS)

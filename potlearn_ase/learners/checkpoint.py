@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from ase import Atoms
 from potlearn_ase.errors import CheckpointError
 
 __all__ = [
+    "LearnerState",
+    "StepRecord",
     "HistoryLog",
     "checkpoint_atoms",
     "counters_from_store",
@@ -185,3 +188,34 @@ def counters_from_store(store: Any) -> dict[str, Any]:
         "ratios": ratios,
         "ratios_complete": complete,
     }
+
+
+@dataclass
+class StepRecord:
+    """What the learner saw and decided at one step (an entry of ``learner.history``)."""
+
+    step: int
+    max_force_std: float
+    energy_std: float
+    threshold: float
+    decision: str
+    temperature: float | None = None
+    max_extrapolation_grade: float | None = None
+
+
+@dataclass
+class LearnerState:
+    """The learner's counters and records: what a checkpoint saves and a resume restores."""
+
+    step: int = 0  # learner steps evaluated (one per force call, rewound steps included)
+    md_step: int = 0  # steps the dynamics has completed and kept
+    n_reference_calls: int = 0
+    n_reused_labels: int = 0
+    n_failures: int = 0
+    n_rejects: int = 0
+    consecutive_rejects: int = 0
+    consecutive_failures: int = 0  # reference calls failed in a row
+    ratios: list[float] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    label_steps: list[int] = field(default_factory=list)
+    reference_seconds: float = 0.0

@@ -23,7 +23,8 @@ Calibration is prequential: each label compares the reference forces with the co
 prediction *before* the update, so every label is also an honest validation point, and
 ``alpha`` is the 68.3 % quantile of ``|error| / spread`` over all of them.
 
-The learner's settings and checkpointed state are in :mod:`~potlearn_ase.learners.otf_settings`,
+The learner's settings are :class:`OTFConfig`, its checkpointed state is in
+:mod:`~potlearn_ase.learners.checkpoint`,
 how it learns from labels in :mod:`~potlearn_ase.learners.otf_update`, how it checkpoints and
 resumes in :mod:`~potlearn_ase.learners.otf_checkpoint`, its calculator in
 :mod:`~potlearn_ase.learners.otf_calculator` and how it attaches to ASE dynamics in
@@ -36,22 +37,22 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ase import Atoms
 
+from potlearn_ase._moved import RENAMED_CONFIGS, moved_attribute
 from potlearn_ase.calculators.committee import CommitteeCalculator, committee_results
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.data.validate import get_labels
 from potlearn_ase.errors import ReferenceFailure
-from potlearn_ase.learners.checkpoint import HistoryLog, checkpoint_atoms
+from potlearn_ase.learners.checkpoint import HistoryLog, LearnerState, StepRecord, checkpoint_atoms
 from potlearn_ase.learners.otf_calculator import OTFCalculator
 from potlearn_ase.learners.otf_checkpoint import CheckpointMixin
 from potlearn_ase.learners.otf_dynamics import DynamicsMixin
-from potlearn_ase.learners.otf_settings import LearnerState, OTFSettings, StepRecord
 from potlearn_ase.learners.otf_update import (
     calibration_factor,
     pick_diverse,
@@ -61,9 +62,49 @@ from potlearn_ase.learners.otf_update import (
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.triggers import Decision, Trigger
 
-__all__ = ["OTFSettings", "OnTheFlyLearner", "OTFCalculator", "checkpoint_atoms"]
+__all__ = ["OTFConfig", "OnTheFlyLearner", "OTFCalculator", "checkpoint_atoms"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OTFConfig:
+    """Settings of the learner that are not the trigger's.
+
+    Attributes
+    ----------
+    max_consecutive_rejects : int
+        Stop with an error after this many rejections in a row (the MD keeps leaving the trust
+        window even after relabelling).
+    min_calibration_labels : int
+        Labels with an out-of-sample error needed before ``alpha`` is estimated (1.0 before).
+    neural_finetune_epochs : int
+        Epochs of the short fine-tune of a neural committee after each label.
+    neural_max_frames : int
+        At most this many stored labels (the newest first, then a random sample) are used for
+        a fine-tune, so its cost stays bounded as labels grow.
+    checkpoint_every : int
+        Steps between checkpoints of the MD state (there is always one after each label).
+    batch_window : int
+        Batch mode when > 0: frames the trigger wants labelled are gathered over this many
+        steps (the MD goes on with the committee's forces), then at most ``batch_size`` of
+        them, chosen by farthest-point sampling of their mean descriptor (diverse, not
+        redundant), are labelled in parallel through the reference's executor, and the model
+        is updated once.
+    batch_size : int
+        Labels per batch window.
+    seed : int
+        Seeds committee draws after each update.
+    """
+
+    max_consecutive_rejects: int = 20
+    min_calibration_labels: int = 1
+    neural_finetune_epochs: int = 30
+    neural_max_frames: int = 200
+    checkpoint_every: int = 20
+    batch_window: int = 0
+    batch_size: int = 4
+    seed: int = 0
 
 
 class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
@@ -81,7 +122,7 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
         Decides skip / label / reject from the calibrated uncertainty.
     run_dir : path, optional
         Where checkpoints, the trajectory and the model go (resume needs it).
-    settings : OTFSettings
+    settings : OTFConfig
         Other settings.
     engine : str
         Name of the MD engine, recorded in the provenance of each label.
@@ -98,7 +139,7 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
         trigger: Trigger,
         *,
         run_dir: str | os.PathLike | None = None,
-        settings: OTFSettings | None = None,
+        settings: OTFConfig | None = None,
         engine: str = "ase",
         executor: Any = None,
     ):
@@ -113,7 +154,7 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
         self.store = store
         self.trigger = trigger
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.settings = settings or OTFSettings()
+        self.settings = settings or OTFConfig()
         self.engine = engine
         self.state = LearnerState()
         self._rng = np.random.default_rng(self.settings.seed)
@@ -380,3 +421,6 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
     def _retrain(self, labelled: list[Atoms]) -> None:
         model = update_model(self.model, labelled, self.store, self.settings, self._rng)
         self.committee.set_model(model, calibration=self._calibration())
+
+
+__getattr__ = moved_attribute(__name__, RENAMED_CONFIGS)

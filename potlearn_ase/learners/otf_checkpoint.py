@@ -17,11 +17,11 @@ import numpy as np
 from ase import Atoms
 
 from potlearn_ase.learners.checkpoint import (
+    LearnerState,
     counters_from_store,
     read_state,
     write_json_atomic,
 )
-from potlearn_ase.learners.otf_settings import LearnerState
 
 __all__ = ["CheckpointMixin"]
 

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ase import Atoms
@@ -23,10 +24,12 @@ from ase import Atoms
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.data.validate import get_labels
 from potlearn_ase.descriptors.base import Descriptor
-from potlearn_ase.learners.otf_settings import OTFSettings
 from potlearn_ase.models.base import CommitteeModel
 from potlearn_ase.models.calibration import ONE_SIGMA
 from potlearn_ase.models.linear import LinearCommittee
+
+if TYPE_CHECKING:
+    from potlearn_ase.learners.otf import OTFConfig
 
 __all__ = ["calibration_factor", "pick_diverse", "prequential_ratios", "update_model"]
 
@@ -57,7 +60,7 @@ def update_model(
     model: CommitteeModel,
     labelled: list[Atoms],
     store: LabelStore,
-    settings: OTFSettings,
+    settings: OTFConfig,
     rng: np.random.Generator,
 ) -> CommitteeModel:
     """The model after learning from ``labelled`` (already in ``store``).

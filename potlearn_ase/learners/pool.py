@@ -53,12 +53,13 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from potlearn_ase._moved import RENAMED_CONFIGS, moved_attribute
 from potlearn_ase.calculators.committee import CommitteeCalculator
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.data.validate import get_labels
 from potlearn_ase.descriptors.base import Descriptor
 from potlearn_ase.errors import ConfigError
-from potlearn_ase.learners.pool_settings import DIVERSITY, PoolSettings
+from potlearn_ase.learners.pool_settings import DIVERSITY, PoolConfig
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.models.active_set import ActiveSet, attach_active_set, species_indices
 from potlearn_ase.models.calibration import calibrate
@@ -68,7 +69,7 @@ from potlearn_ase.selection.dpp import DPPSelector
 from potlearn_ase.selection.kernels import descriptor_features, standardize
 from potlearn_ase.selection.variance import VarianceSelector, variance_reduction
 
-__all__ = ["DIVERSITY", "PoolLearner", "PoolSettings"]
+__all__ = ["DIVERSITY", "PoolLearner", "PoolConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class PoolLearner:
         The labelling calculator.
     store : LabelStore
         Durable labels; the model is trained on every label it holds.
-    settings : PoolSettings
+    settings : PoolConfig
     validation : sequence of ase.Atoms, optional
         Labelled structures for the learning curve and ``target_rmse``.
     fit_config : LinearFitConfig, optional
@@ -100,7 +101,7 @@ class PoolLearner:
         reference: Reference,
         store: LabelStore,
         *,
-        settings: PoolSettings | None = None,
+        settings: PoolConfig | None = None,
         validation: Sequence[Atoms] | None = None,
         fit_config: LinearFitConfig | None = None,
         run_dir: str | os.PathLike | None = None,
@@ -113,7 +114,7 @@ class PoolLearner:
         self.descriptor = descriptor
         self.reference = reference
         self.store = store
-        self.settings = settings or PoolSettings()
+        self.settings = settings or PoolConfig()
         self.validation = list(validation) if validation is not None else None
         if self.settings.target_rmse is not None and not self.validation:
             raise ConfigError("target_rmse needs validation structures to measure the error on")
@@ -394,3 +395,6 @@ class PoolLearner:
         if self.validation:
             metrics["val_force_rmse"] = self.force_rmse(self.validation)
         return CommitteeCalculator(model=self.model, calibration=alpha, metrics=metrics)
+
+
+__getattr__ = moved_attribute(__name__, RENAMED_CONFIGS)

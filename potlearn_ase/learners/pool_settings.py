@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from potlearn_ase.errors import ConfigError
 
-__all__ = ["DIVERSITY", "PoolSettings"]
+__all__ = ["DIVERSITY", "PoolConfig"]
 
 DIVERSITY = ("variance", "dpp", "fps", "none")
 
 
 @dataclass(frozen=True)
-class PoolSettings:
+class PoolConfig:
     """Settings of a pool-based active-learning run.
 
     Attributes

@@ -26,13 +26,14 @@ import numpy as np
 import yaml
 from ase import Atoms, units
 
+from potlearn_ase._moved import RENAMED_CONFIGS, moved_attribute
 from potlearn_ase.calculators.committee import CommitteeCalculator
 from potlearn_ase.config import to_mapping
 from potlearn_ase.data.batch import set_cpu_threads
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.descriptors.ace import ACEConfig, ACEDescriptor
 from potlearn_ase.errors import ConfigError, ReferenceFailure
-from potlearn_ase.learners.otf import OnTheFlyLearner, OTFSettings, checkpoint_atoms
+from potlearn_ase.learners.otf import OnTheFlyLearner, OTFConfig, checkpoint_atoms
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.run_dir import (
     check_new_run_dir,
@@ -40,24 +41,24 @@ from potlearn_ase.learners.run_dir import (
     restore_learner,
 )
 from potlearn_ase.learners.run_settings import (
-    InitialSpec,
-    MDSpec,
-    ModelSpec,
+    InitialConfig,
+    MDConfig,
+    ModelConfig,
     OTFRunConfig,
-    StructureSpec,
-    ValidationSpec,
+    StructureConfig,
+    ValidationConfig,
 )
 from potlearn_ase.learners.triggers import trigger_from_config
 from potlearn_ase.models.active_set import attach_active_set
 from potlearn_ase.models.linear import LinearFitConfig, fit_linear
 
 __all__ = [
-    "InitialSpec",
-    "MDSpec",
-    "ModelSpec",
+    "InitialConfig",
+    "MDConfig",
+    "ModelConfig",
     "OTFRunConfig",
-    "StructureSpec",
-    "ValidationSpec",
+    "StructureConfig",
+    "ValidationConfig",
     "build_structure",
     "fit_run_model",
     "run_otf",
@@ -66,7 +67,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def build_structure(spec: StructureSpec) -> Atoms:
+def build_structure(spec: StructureConfig) -> Atoms:
     """The starting structure of a run."""
     if spec.file is not None:
         from potlearn_ase.data.io import read
@@ -97,7 +98,7 @@ def build_structure(spec: StructureSpec) -> Atoms:
     return atoms
 
 
-def _temperature(md: MDSpec, step: int) -> float:
+def _temperature(md: MDConfig, step: int) -> float:
     T = md.temperature_K
     if isinstance(T, (int, float)):
         return float(T)
@@ -106,7 +107,7 @@ def _temperature(md: MDSpec, step: int) -> float:
     return float(t0 + (t1 - t0) * x)
 
 
-def _make_dynamics(atoms: Atoms, md: MDSpec, rng: np.random.Generator):
+def _make_dynamics(atoms: Atoms, md: MDConfig, rng: np.random.Generator):
     dt = md.timestep_fs * units.fs
     T0 = _temperature(md, 0)
     if md.ensemble == "langevin":
@@ -252,7 +253,7 @@ def label_initial(
     start: Atoms,
     reference: Reference,
     store: LabelStore,
-    initial: InitialSpec,
+    initial: InitialConfig,
     rng: np.random.Generator,
     *,
     skip: int = 0,
@@ -304,7 +305,7 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
         store,
         trigger,
         run_dir=rd,
-        settings=OTFSettings(seed=md.seed),
+        settings=OTFConfig(seed=md.seed),
         engine="ase",
     )
     atoms = start.copy()
@@ -423,3 +424,6 @@ def _evaluate(cfg, rd, learner, reference, start) -> dict[str, Any]:
 
     out["parity_png"] = str(parity_plot(ft, fp, rd / "parity_forces.png", label="force (eV/A)"))
     return out
+
+
+__getattr__ = moved_attribute(__name__, RENAMED_CONFIGS)

@@ -1,9 +1,9 @@
 """Configuration of an on-the-fly learning run (the ``potlearn otf`` configuration file).
 
 :class:`OTFRunConfig` holds the whole configuration: the starting structure
-(:class:`StructureSpec`), the reference, the committee (:class:`ModelSpec`), the dynamics
-(:class:`MDSpec`), the trigger, the starting data (:class:`InitialSpec`) and the final
-validation (:class:`ValidationSpec`). All are importable from :mod:`potlearn_ase.learners.run`.
+(:class:`StructureConfig`), the reference, the committee (:class:`ModelConfig`), the dynamics
+(:class:`MDConfig`), the trigger, the starting data (:class:`InitialConfig`) and the final
+validation (:class:`ValidationConfig`). All are importable from :mod:`potlearn_ase.learners.run`.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ from potlearn_ase.config import from_mapping, read_config_file
 from potlearn_ase.errors import ConfigError
 
 __all__ = [
-    "InitialSpec",
-    "MDSpec",
-    "ModelSpec",
+    "InitialConfig",
+    "MDConfig",
+    "ModelConfig",
     "OTFRunConfig",
-    "StructureSpec",
-    "ValidationSpec",
+    "StructureConfig",
+    "ValidationConfig",
 ]
 
 
 @dataclass(frozen=True)
-class StructureSpec:
+class StructureConfig:
     """The starting structure: a file (``file``, ``index``) or ``ase.build.bulk`` arguments."""
 
     file: str | None = None
@@ -45,7 +45,7 @@ class StructureSpec:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelConfig:
     """Descriptor and committee settings."""
 
     kind: Literal["linear", "neural"] = "linear"
@@ -71,7 +71,7 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class MDSpec:
+class MDConfig:
     """Dynamics: ensemble, time step (fs), steps and temperature (K, or [start, end] ramp)."""
 
     ensemble: Literal["langevin", "nve", "npt-berendsen"] = "langevin"
@@ -95,7 +95,7 @@ class MDSpec:
 
 
 @dataclass(frozen=True)
-class InitialSpec:
+class InitialConfig:
     """Starting data: the first structure, rattled by ``rattle`` A, labelled ``n_labels`` times."""
 
     n_labels: int = 1
@@ -107,7 +107,7 @@ class InitialSpec:
 
 
 @dataclass(frozen=True)
-class ValidationSpec:
+class ValidationConfig:
     """Independent reference MD for the final evaluation (calls not counted as learning)."""
 
     temperatures_K: tuple[float, ...] = (300.0, 700.0, 1200.0)
@@ -124,15 +124,15 @@ class ValidationSpec:
 class OTFRunConfig:
     """The whole configuration of ``potlearn otf`` (see docs/otf.md for every key)."""
 
-    structure: StructureSpec = field(default_factory=StructureSpec)
+    structure: StructureConfig = field(default_factory=StructureConfig)
     reference: str | dict[str, Any] = "emt"
-    model: ModelSpec = field(default_factory=ModelSpec)
-    md: MDSpec = field(default_factory=MDSpec)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    md: MDConfig = field(default_factory=MDConfig)
     trigger: dict[str, Any] = field(
         default_factory=lambda: {"kind": "adaptive", "factor": 1.2, "min_gap": 5}
     )
-    initial: InitialSpec = field(default_factory=InitialSpec)
-    validation: ValidationSpec | None = field(default_factory=ValidationSpec)
+    initial: InitialConfig = field(default_factory=InitialConfig)
+    validation: ValidationConfig | None = field(default_factory=ValidationConfig)
     run_dir: str = "otf-run"
     progress: bool = True
 

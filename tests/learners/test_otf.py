@@ -187,7 +187,7 @@ def test_config_errors_name_the_key(tmp_path):
 def test_batch_mode_labels_a_diverse_subset_in_parallel(tmp_path, cu_train):
     from concurrent.futures import ThreadPoolExecutor
 
-    from potlearn_ase.learners.otf import OTFSettings
+    from potlearn_ase.learners.otf import OTFConfig
 
     desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=6, l_max=2))
     model = fit_linear(desc, cu_train[:1], LinearFitConfig(n_members=8), rng=0)
@@ -199,7 +199,7 @@ def test_batch_mode_labels_a_diverse_subset_in_parallel(tmp_path, cu_train):
             Reference.from_spec("emt"),
             store,
             FixedThreshold(1e-12),  # every frame is a candidate
-            settings=OTFSettings(batch_window=10, batch_size=3),
+            settings=OTFConfig(batch_window=10, batch_size=3),
             executor=pool,
         )
         atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
@@ -256,7 +256,7 @@ def test_learner_drives_an_optimiser_and_npt(tmp_path, cu_train):
 
 
 def test_neural_committee_is_fine_tuned_after_labels(tmp_path, cu_train):
-    from potlearn_ase.learners.otf import OTFSettings
+    from potlearn_ase.learners.otf import OTFConfig
     from potlearn_ase.training.trainer import NeuralTrainConfig, train_neural
 
     desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=4.5, n_radial=4, l_max=1))
@@ -274,7 +274,7 @@ def test_neural_committee_is_fine_tuned_after_labels(tmp_path, cu_train):
         Reference.from_spec("emt"),
         store,
         FixedThreshold(1e-12),
-        settings=OTFSettings(neural_finetune_epochs=3),
+        settings=OTFConfig(neural_finetune_epochs=3),
     )
     before = [p.detach().clone() for p in learner.model.parameters()]
     atoms = cu_train[25].copy()

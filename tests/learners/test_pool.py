@@ -16,7 +16,7 @@ from potlearn_ase.data.io import write
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
 from potlearn_ase.errors import ConfigError, UnknownElementError
-from potlearn_ase.learners.pool import PoolLearner, PoolSettings
+from potlearn_ase.learners.pool import PoolConfig, PoolLearner
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.models import (
     LinearFitConfig,
@@ -56,7 +56,7 @@ def test_pool_learner_beats_random_selection(data, tmp_path):
     with LabelStore(tmp_path / "labels.h5") as store:
         learner = PoolLearner(
             pool, desc, Reference.from_spec("emt"), store,
-            settings=PoolSettings(n_seed=5, batch_size=5, budget=20),
+            settings=PoolConfig(n_seed=5, batch_size=5, budget=20),
             validation=val, fit_config=cfg, run_dir=tmp_path / "run",
         )
         summary = learner.run()
@@ -79,7 +79,7 @@ def test_pool_learner_beats_random_selection(data, tmp_path):
 )
 def test_resume_never_relabels_stored_structures(data, tmp_path, score, diversity):
     pool, _, desc = data
-    settings = PoolSettings(n_seed=4, batch_size=4, budget=12, score=score, diversity=diversity)
+    settings = PoolConfig(n_seed=4, batch_size=4, budget=12, score=score, diversity=diversity)
     with LabelStore(tmp_path / "labels.h5") as store:
         first = PoolLearner(pool, desc, Reference.from_spec("emt"), store, settings=settings)
         first.run()
@@ -90,7 +90,7 @@ def test_resume_never_relabels_stored_structures(data, tmp_path, score, diversit
         assert again.n_labelled == 12
         again.run()
         assert again.n_reference_calls == 0 and len(store) == 12
-    more = PoolSettings(n_seed=4, batch_size=4, budget=20, score=score, diversity=diversity)
+    more = PoolConfig(n_seed=4, batch_size=4, budget=20, score=score, diversity=diversity)
     with LabelStore(tmp_path / "labels.h5") as store:  # a larger budget: only the new ones
         cont = PoolLearner(pool, desc, Reference.from_spec("emt"), store, settings=more)
         cont.run()
@@ -101,7 +101,7 @@ def test_resume_never_relabels_stored_structures(data, tmp_path, score, diversit
 @pytest.mark.parametrize("with_val", [True, False])
 def test_saved_model_is_calibrated_and_carries_the_active_set(data, tmp_path, with_val):
     pool, val, desc = data
-    settings = PoolSettings(n_seed=6, batch_size=6, budget=24)
+    settings = PoolConfig(n_seed=6, batch_size=6, budget=24)
     with LabelStore(tmp_path / "labels.h5") as store:
         learner = PoolLearner(
             pool, desc, Reference.from_spec("emt"), store, settings=settings,
@@ -133,7 +133,7 @@ def test_resumed_run_continues_the_learning_curve(data, tmp_path):
     pool, val, desc = data
 
     def run(budget):
-        settings = PoolSettings(n_seed=4, batch_size=4, budget=budget)
+        settings = PoolConfig(n_seed=4, batch_size=4, budget=budget)
         with LabelStore(tmp_path / "labels.h5") as store:
             learner = PoolLearner(pool, desc, Reference.from_spec("emt"), store,
                                   settings=settings, validation=val[::3], run_dir=tmp_path / "r")
@@ -153,11 +153,11 @@ def test_bad_settings_are_named(data, tmp_path):
     pool, _, desc = data
     for key, bad in (("max_scored", 0), ("density", -1.0), ("target_rmse", 0.0)):
         with pytest.raises(ConfigError, match=key):
-            PoolSettings(**{key: bad})
+            PoolConfig(**{key: bad})
     with LabelStore(tmp_path / "labels.h5") as store:
         with pytest.raises(ConfigError, match="target_rmse needs validation"):
             PoolLearner(pool, desc, Reference.from_spec("emt"), store,
-                        settings=PoolSettings(target_rmse=0.01))
+                        settings=PoolConfig(target_rmse=0.01))
         assert len(store) == 0
 
 
@@ -211,8 +211,8 @@ def test_al_command(data, tmp_path, capsys):
 def test_explore_share_mixes_random_picks_into_each_batch(data, tmp_path):
     pool, _, desc = data
     with pytest.raises(Exception, match="explore"):
-        PoolSettings(explore=1.0)
-    settings = PoolSettings(n_seed=4, batch_size=10, budget=24, explore=0.5, score="gamma")
+        PoolConfig(explore=1.0)
+    settings = PoolConfig(n_seed=4, batch_size=10, budget=24, explore=0.5, score="gamma")
     with LabelStore(tmp_path / "labels.h5") as store:
         learner = PoolLearner(pool, desc, Reference.from_spec("emt"), store, settings=settings)
         learner.run()
@@ -220,7 +220,7 @@ def test_explore_share_mixes_random_picks_into_each_batch(data, tmp_path):
         # pure uncertainty picks would take the rare hot/compressed frames almost only; half of
         # each batch drawn at random brings the typical 300 K frames (80 % of the pool) back
         picked = np.flatnonzero(learner.labelled)
-    greedy = PoolSettings(n_seed=4, batch_size=10, budget=24, explore=0.0, score="gamma")
+    greedy = PoolConfig(n_seed=4, batch_size=10, budget=24, explore=0.0, score="gamma")
     with LabelStore(tmp_path / "greedy.h5") as store:
         other = PoolLearner(pool, desc, Reference.from_spec("emt"), store, settings=greedy)
         other.run()
@@ -238,7 +238,7 @@ def test_density_weight_prefers_typical_uncertain_structures(data, tmp_path):
     assert np.median(rho[:160]) > np.median(rho[180:])
     picked = {}
     for beta in (0.0, 1.0):
-        settings = PoolSettings(n_seed=4, batch_size=10, budget=24, score="gamma", density=beta)
+        settings = PoolConfig(n_seed=4, batch_size=10, budget=24, score="gamma", density=beta)
         with LabelStore(tmp_path / f"d{beta}.h5") as store:
             run = PoolLearner(pool, desc, Reference.from_spec("emt"), store, settings=settings)
             run.run()
@@ -257,7 +257,7 @@ def test_variance_batches_skip_near_duplicates_of_picked_structures(data, tmp_pa
     n = len(pool)
     pairs = {}
     for diversity in ("variance", "none"):
-        settings = PoolSettings(n_seed=4, batch_size=10, budget=24, diversity=diversity)
+        settings = PoolConfig(n_seed=4, batch_size=10, budget=24, diversity=diversity)
         with LabelStore(tmp_path / f"{diversity}.h5") as store:
             run = PoolLearner(doubled, desc, Reference.from_spec("emt"), store, settings=settings)
             run.run()

@@ -19,7 +19,7 @@ The ``potlearn ipi --learn config.yaml`` configuration (:class:`IPILearnConfig`)
     reference: emt                 # or a mapping, see Reference.from_spec
     trigger: {kind: fixed, max_force_std: 0.05, min_gap: 4}
     run_dir: ipi-otf               # labels.h5, model.pt, state.json, summary.json
-    settings: {seed: 0}            # OTFSettings
+    settings: {seed: 0}            # OTFConfig
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ The ``potlearn lammps --learn config.yaml`` configuration (:class:`LammpsLearnCo
     reference: emt                 # or a mapping, see Reference.from_spec
     trigger: {kind: adaptive, factor: 1.2, min_gap: 5}
     run_dir: lammps-otf            # labels.h5, model.pt, state.json, summary.json
-    settings: {seed: 0}            # OTFSettings
-    model: {n_members: 8}          # only without --model: the starting committee (ModelSpec)
+    settings: {seed: 0}            # OTFConfig
+    model: {n_members: 8}          # only without --model: the starting committee (ModelConfig)
     initial: {n_labels: 1, rattle: 0.05}   # only without --model: its starting labels
 
 Without a model the learner starts from the deck's first structure: ``initial.n_labels``
@@ -48,7 +48,7 @@ from potlearn_ase.engines.learning import EngineLearnConfig, prepare_run_dir
 from potlearn_ase.errors import ConfigError
 from potlearn_ase.learners.otf import OnTheFlyLearner
 from potlearn_ase.learners.reference import Reference
-from potlearn_ase.learners.run import InitialSpec, ModelSpec
+from potlearn_ase.learners.run import InitialConfig, ModelConfig
 from potlearn_ase.learners.triggers import Decision, trigger_from_config
 
 __all__ = ["LammpsLearnConfig", "LammpsLearnerAdapter", "run_lammps_learning"]
@@ -63,15 +63,15 @@ class LammpsLearnConfig(EngineLearnConfig):
 
     Attributes
     ----------
-    model : ModelSpec
+    model : ModelConfig
         Descriptor and committee of the starting model when no model file is given.
-    initial : InitialSpec
+    initial : InitialConfig
         Starting labels when no model file is given.
     """
 
     run_dir: str = "lammps-otf"
-    model: ModelSpec = field(default_factory=ModelSpec)
-    initial: InitialSpec = field(default_factory=InitialSpec)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    initial: InitialConfig = field(default_factory=InitialConfig)
 
 
 def _as_config(config: LammpsLearnConfig | dict[str, Any] | str | os.PathLike) -> LammpsLearnConfig:
