@@ -16,7 +16,7 @@ from typing import Any, TypeVar, Union
 
 from potlearn_ase.errors import ConfigError
 
-__all__ = ["from_mapping", "read_config_file", "to_mapping"]
+__all__ = ["from_mapping", "load_config", "read_config_file", "to_mapping"]
 
 T = TypeVar("T")
 
@@ -185,6 +185,29 @@ def from_mapping(
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where or cls.__name__}: {exc}") from None
+
+
+def load_config(cls: type[T], source: str | Path | Mapping[str, Any] | T) -> T:
+    """The configuration ``cls`` from a YAML/JSON file, a mapping, or an instance (as is).
+
+    The one entry point of every configuration file: a file's errors (unknown, missing,
+    duplicate or mistyped keys, bad values) are a :class:`ConfigError` that starts with the
+    file's path and names the key.
+    """
+    if isinstance(source, cls):
+        return source
+    if isinstance(source, Mapping):
+        return from_mapping(cls, source)
+    if not isinstance(source, (str, Path)) and not hasattr(source, "__fspath__"):
+        raise ConfigError(
+            f"expected a configuration file, a mapping or a {cls.__name__}, "
+            f"got {type(source).__name__}"
+        )
+    data = read_config_file(source)
+    try:
+        return from_mapping(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def to_mapping(obj: Any) -> Any:

@@ -35,3 +35,28 @@ def test_same_key_in_different_mappings_and_merge_override_are_fine(tmp_path):
     data = read_config_file(path)
     assert data["md"] == {"steps": 10, "seed": 1}
     assert data["other"] == {"steps": 3}
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "key"),
+    [
+        ("otf", "md:\n  steps: many\n", "md.steps"),
+        ("lammps", "settings:\n  checkpoint_evry: 3\n", "settings.checkpoint_evry"),
+        ("ipi", "run_dirr: here\n", "run_dirr"),
+        ("hyperopt", "n_trials: -\n", "n_trials"),
+    ],
+)
+def test_every_configuration_file_names_file_and_key(tmp_path, kind, text, key):
+    from potlearn_ase.analysis.hyperopt import HyperoptConfig
+    from potlearn_ase.config import load_config
+    from potlearn_ase.engines.ipi.learning import IPILearnConfig
+    from potlearn_ase.engines.lammps.learning import LammpsLearnConfig
+    from potlearn_ase.learners.run import OTFRunConfig
+
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(text)
+    cls = {"otf": OTFRunConfig, "lammps": LammpsLearnConfig, "ipi": IPILearnConfig,
+           "hyperopt": HyperoptConfig}[kind]
+    with pytest.raises(ConfigError) as err:
+        load_config(cls, path)
+    assert key in str(err.value) and str(path) in str(err.value)

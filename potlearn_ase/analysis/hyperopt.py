@@ -47,7 +47,7 @@ from potlearn_ase.analysis.hyperopt_settings import (
 )
 from potlearn_ase.analysis.metrics import rmse
 from potlearn_ase.analysis.trial_log import TrialLog
-from potlearn_ase.config import from_mapping, read_config_file
+from potlearn_ase.config import load_config
 from potlearn_ase.data.validate import get_labels, require_labels
 from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
 from potlearn_ase.errors import ConfigError
@@ -405,10 +405,7 @@ def run_hyperopt(
     """
     from potlearn_ase.data.io import read
 
-    if isinstance(config, (str, os.PathLike)):
-        config = from_mapping(HyperoptConfig, read_config_file(config))
-    elif isinstance(config, dict):
-        config = from_mapping(HyperoptConfig, config)
+    config = load_config(HyperoptConfig, config)
     for key in ("train", "val"):
         if getattr(config, key) is None:
             raise ConfigError(f"hyperopt configuration needs key {key!r} (a structure file)")

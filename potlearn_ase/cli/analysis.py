@@ -72,9 +72,9 @@ def structure_from_spec(spec: str) -> Atoms:
 # --------------------------------------------------------------------------- hyperopt
 def _cmd_hyperopt(args: argparse.Namespace) -> int:
     from potlearn_ase.analysis.hyperopt import HyperoptConfig, run_hyperopt
-    from potlearn_ase.config import from_mapping, read_config_file
+    from potlearn_ase.config import load_config
 
-    config = from_mapping(HyperoptConfig, read_config_file(args.config))
+    config = load_config(HyperoptConfig, args.config)
     changes: dict[str, Any] = {}
     if args.method is not None:
         changes["method"] = args.method

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from potlearn_ase.config import from_mapping, read_config_file
-from potlearn_ase.errors import ConfigError
+from potlearn_ase.config import from_mapping, load_config
 
 __all__ = [
     "InitialConfig",
@@ -138,11 +137,7 @@ class OTFRunConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> OTFRunConfig:
-        data = read_config_file(path)
-        try:
-            return from_mapping(cls, data)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+        return load_config(cls, path)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OTFRunConfig:

@@ -34,7 +34,7 @@ from typing import Any
 from ase import Atoms
 
 from potlearn_ase.calculators.committee import CommitteeCalculator
-from potlearn_ase.config import from_mapping, read_config_file
+from potlearn_ase.config import load_config
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.engines.ipi.client import IPIClient
 from potlearn_ase.engines.learning import EngineLearnConfig, prepare_run_dir
@@ -124,12 +124,7 @@ def run_ipi_learning(
         ``reference_calls``, ``calibration``, ``wall_time_s``, ``ms_per_evaluation``; also
         written to ``run_dir/summary.json``.
     """
-    if isinstance(config, IPILearnConfig):
-        cfg = config
-    elif isinstance(config, dict):
-        cfg = from_mapping(IPILearnConfig, config)
-    else:
-        cfg = from_mapping(IPILearnConfig, read_config_file(config))
+    cfg = load_config(IPILearnConfig, config)
     run_dir = prepare_run_dir(cfg.run_dir, resume)
     if resume:
         from potlearn_ase.calculators.committee import load

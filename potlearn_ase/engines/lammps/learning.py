@@ -42,7 +42,7 @@ from typing import Any
 from ase import Atoms
 
 from potlearn_ase.calculators.committee import CommitteeCalculator
-from potlearn_ase.config import from_mapping, read_config_file
+from potlearn_ase.config import load_config
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.engines.learning import EngineLearnConfig, prepare_run_dir
 from potlearn_ase.errors import ConfigError
@@ -75,11 +75,7 @@ class LammpsLearnConfig(EngineLearnConfig):
 
 
 def _as_config(config: LammpsLearnConfig | dict[str, Any] | str | os.PathLike) -> LammpsLearnConfig:
-    if isinstance(config, LammpsLearnConfig):
-        return config
-    if isinstance(config, dict):
-        return from_mapping(LammpsLearnConfig, config)
-    return from_mapping(LammpsLearnConfig, read_config_file(config))
+    return load_config(LammpsLearnConfig, config)
 
 
 class LammpsLearnerAdapter:
