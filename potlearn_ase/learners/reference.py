@@ -80,6 +80,14 @@ class Reference:
     stress : bool, optional
         Compute the stress: None means when the cell is periodic in all three directions and
         the calculator implements it.
+    fallbacks : sequence of callables, optional
+        Calculator factories for the retries, in order: retry ``k`` builds its calculator
+        with ``fallbacks[k - 1]`` (the last one for later retries), e.g. with more SCF
+        iterations or wider smearing; ``retries`` is raised to ``len(fallbacks)``. A label
+        made by a fallback records its index in ``info["reference_fallback"]``.
+    preflight : callable, optional
+        ``preflight(atoms)`` raises :class:`~potlearn_ase.errors.ConfigError` when the
+        reference cannot label ``atoms`` (see :meth:`check`).
     """
 
     def __init__(
@@ -93,6 +101,8 @@ class Reference:
         retries: int = 1,
         properties: Sequence[str] = ("energy", "forces"),
         stress: bool | None = None,
+        fallbacks: Sequence[Callable[[], Calculator]] = (),
+        preflight: Callable[[Atoms], None] | None = None,
     ):
         if (calculator is None) == (factory is None):
             raise ConfigError("Reference needs exactly one of calculator= and factory=")
@@ -113,8 +123,13 @@ class Reference:
                 props = (p, *props) if p == "energy" else (*props, p)
         if stress is not None and not isinstance(stress, bool):
             raise ConfigError(f"Reference stress must be true, false or null, got {stress!r}")
+        if not all(callable(f) for f in fallbacks):
+            raise ConfigError("Reference fallbacks must be callables returning calculators")
         self.calculator = calculator
         self.factory = factory
+        self.fallbacks = tuple(fallbacks)
+        self.preflight = preflight
+        retries = max(int(retries), len(self.fallbacks))
         self.timeout = None if timeout is None else float(timeout)
         self.retries = int(retries)
         self.properties = props
@@ -185,7 +200,7 @@ class Reference:
     def _compute(self, atoms: Atoms, calc: Calculator, fresh: bool) -> dict[str, Any]:
         """One calculation on a copy of ``atoms``; raises on any failure."""
         work = atoms.copy()
-        if fresh:
+        if fresh and hasattr(calc, "reset"):  # file-based calculators keep no state to reset
             calc.reset()
         props = list(self.properties)
         if self._wants_stress(atoms, calc) and "stress" not in props:
@@ -204,15 +219,36 @@ class Reference:
             )
         return results
 
-    def _attempt(self, atoms: Atoms, fresh: bool) -> dict[str, Any]:
+    def check(self, atoms: Atoms) -> None:
+        """Check, before any MD, that this reference can label ``atoms``.
+
+        Raises
+        ------
+        ConfigError
+            E.g. a DFT reference has no pseudopotential or PAW setup for an element.
+        """
+        if self.preflight is not None:
+            self.preflight(atoms)
+
+    def _attempt(self, atoms: Atoms, attempt: int) -> dict[str, Any]:
+        fresh = attempt > 0
+        if fresh and self.fallbacks:
+            fresh = False  # a new calculator: nothing to reset
+            # a fallback calculator of its own, used once and dropped after the call
+            fb = self.fallbacks[min(attempt, len(self.fallbacks)) - 1]
+            own = fb()
+            acquire: Callable[[float | None], Calculator] = lambda wait: own  # noqa: E731
+            release: Callable[[Calculator], None] = lambda calc: None  # noqa: E731
+        else:
+            acquire, release = self._acquire, self._release
         if self.timeout is None:
-            calc = self._acquire(None)
+            calc = acquire(None)
             try:
                 return self._compute(atoms, calc, fresh)
             finally:
-                self._release(calc)
+                release(calc)
         deadline = time.perf_counter() + self.timeout
-        calc = self._acquire(self.timeout)
+        calc = acquire(self.timeout)
         box: dict[str, Any] = {}
         done = threading.Event()
 
@@ -222,7 +258,7 @@ class Reference:
             except BaseException as exc:  # handed to the waiting caller
                 box["error"] = exc
             finally:
-                self._release(calc)
+                release(calc)
                 done.set()
 
         threading.Thread(target=work, name=f"reference-{self.name}", daemon=True).start()
@@ -252,7 +288,7 @@ class Reference:
         for attempt in range(self.retries + 1):
             attempts += 1
             try:
-                results = self._attempt(atoms, fresh=attempt > 0)
+                results = self._attempt(atoms, attempt)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 log.warning(
@@ -266,6 +302,8 @@ class Reference:
                 continue
             out = atoms.copy()
             out.calc = SinglePointCalculator(out, **results)
+            if attempt > 0 and self.fallbacks:
+                out.info["reference_fallback"] = min(attempt, len(self.fallbacks))
             return LabelResult(out, True, None, time.perf_counter() - t0, attempts)
         return LabelResult(None, False, error, time.perf_counter() - t0, attempts)
 
@@ -327,6 +365,7 @@ class Reference:
             "retries": self.retries,
             "properties": list(self.properties),
             "stress": self.stress,
+            "fallbacks": len(self.fallbacks),
         }
 
     def __repr__(self) -> str:
@@ -346,9 +385,13 @@ class Reference:
             keyword; ``verbosity`` defaults to 0); ``{"calculator": "gpaw", ...}`` (keyword
             arguments of ``gpaw.GPAW``); ``{"calculator": "espresso", ...}`` (keyword
             arguments of ``ase.calculators.espresso.Espresso``, plus ``command`` (default
-            ``pw.x``) and ``pseudo_dir``; each calculator gets its own scratch directory
-            unless ``directory`` is given). Every spec may also hold the wrapper options
-            ``name``, ``timeout``, ``retries``, ``properties`` and ``stress``.
+            ``pw.x``, e.g. ``mpiexec -n 4 pw.x``), ``pseudo_dir`` and ``pseudopotentials``;
+            each calculator gets its own scratch directory unless ``directory`` is given).
+            GPAW and ESPRESSO take documented defaults (cutoff, k-points, smearing) and a
+            ``fallback`` list of settings for the retries: see
+            :mod:`potlearn_ase.learners.reference_dft`. Every spec may also hold the
+            wrapper options ``name``, ``timeout``, ``retries``, ``properties`` and
+            ``stress``.
 
         Raises
         ------

@@ -217,6 +217,7 @@ def run_otf(
     reference = Reference.from_spec(cfg.reference)
     trigger = trigger_from_config(cfg.trigger)
     start = build_structure(cfg.structure)
+    reference.check(start)  # e.g. a pseudopotential for every element, before any file
     if not resume:
         rd.mkdir(parents=True, exist_ok=True)
         (rd / "config.yaml").write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False))
