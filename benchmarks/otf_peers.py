@@ -265,7 +265,10 @@ def main() -> None:
         print(f"done {name}", file=sys.stderr, flush=True)
     print("held-out frames: label K -> mean kinetic K")
     for name, r in results.items():
-        pairs = ", ".join(f"{k}->{v:.0f}" for k, v in r["heldout_mean_kinetic_K"].items())
+        pairs = ", ".join(
+            f"{k}->{v:.0f}{'' if abs(v / float(k) - 1) <= 0.1 else ' (off by > 10 %)'}"
+            for k, v in r["heldout_mean_kinetic_K"].items()
+        )
         print(f"  {name}: {pairs} ({r['heldout_frames']} frames)")
     print(
         f"{'system':7s} {'code':9s} {'calls':>6s} {'F RMSE by T (eV/A)':>34s} "
