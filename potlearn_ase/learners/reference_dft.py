@@ -17,10 +17,10 @@ defaults :data:`ESPRESSO_DEFAULTS`: ``input_data`` with ``ecutwfc`` 30 Ry, Marza
 smearing of 0.01 Ry, ``conv_thr`` 1e-8 Ry, forces and stress printed; the same k-point
 density as GPAW. ``command`` is the launch command, ``pw.x`` or for example ``mpiexec -n 4
 pw.x`` (through ASE's ``EspressoProfile``; Debian's ``pw.x`` needs Open MPI's
-``mpiexec``, with ``--allow-run-as-root`` as root); ``pseudo_dir`` defaults to ``$ESPRESSO_PSEUDO`` or
-Debian's ``/usr/share/espresso/pseudo``; ``pseudopotentials`` maps each element to a file
-there (default :data:`ESPRESSO_PSEUDOPOTENTIALS`). Spin: ``input_data: {system: {nspin: 2,
-starting_magnetization: {Ni: 0.5}}}``.
+``mpiexec``, with ``--allow-run-as-root`` as root); ``pseudo_dir`` defaults to
+``$ESPRESSO_PSEUDO`` or Debian's ``/usr/share/espresso/pseudo``; ``pseudopotentials`` maps
+each element to a file there (default :data:`ESPRESSO_PSEUDOPOTENTIALS`). Spin:
+``input_data: {system: {nspin: 2, starting_magnetization: {Ni: 0.5}}}``.
 
 Fallbacks: a failed calculation (SCF not converged, a crash, a timeout) is retried with
 the overrides of ``fallback``, one list entry per retry, each merged into the settings of
