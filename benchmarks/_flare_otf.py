@@ -64,6 +64,9 @@ class ChildLAMMPS(Calculator):
         self._proc = ctx.Process(target=_lammps_worker, args=(child, lmpcmds), daemon=True)
         self._proc.start()
 
+    def __deepcopy__(self, memo) -> ChildLAMMPS:
+        return self  # FLARE deep-copies its reference before each call; share the child
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         self._conn.send((self.atoms.numbers, self.atoms.positions, np.array(self.atoms.cell)))

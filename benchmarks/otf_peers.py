@@ -292,7 +292,8 @@ def main() -> None:
         print(f"FLARE not run: no venv at {venv} (see /work/shared/peers/README.md)")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"otf_peers{'_quick' if args.quick else ''}.json"
-    out.write_text(json.dumps(results, indent=2))
+    kept = json.loads(out.read_text()) if out.exists() else {}  # systems not run this time
+    out.write_text(json.dumps({**kept, **results}, indent=2))
     print(f"wrote {out}")
 
 
