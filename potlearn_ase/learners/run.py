@@ -233,6 +233,7 @@ def run_otf(
     trigger = trigger_from_config(cfg.trigger)
     start = build_structure(cfg.structure)
     set_cpu_threads(len(start))
+    reference.check(start)  # e.g. a pseudopotential for every element, before any file
     if not resume:
         rd.mkdir(parents=True, exist_ok=True)
         tmp = rd / "config.yaml.tmp"  # atomic: a kill never leaves half a configuration

@@ -23,3 +23,11 @@ def test_otf_si_tblite(tmp_path):
     summary = _load("otf_si_tblite").main(["--steps", "40", "--run-dir", str(tmp_path / "si")])
     assert summary["reference_calls"] >= 1
     assert math.isfinite(summary["force_rmse"]) and summary["force_rmse"] < 0.5
+
+
+def test_otf_si_gpaw(tmp_path):
+    pytest.importorskip("gpaw", reason="GPAW is installed by make install")
+    args = ["--steps", "8", "--ecut", "200", "--kpts", "1", "--validation-frames", "0"]
+    summary = _load("otf_si_gpaw").main([*args, "--run-dir", str(tmp_path / "si")])
+    assert summary["reference_calls"] >= 1 and summary["reference_failures"] == 0
+    assert (tmp_path / "si" / "labels.h5").exists()

@@ -134,7 +134,9 @@ def test_full_loop_from_config_small_cell(tmp_path):
     cfg = copy.deepcopy(DEMO_CONFIG)
     cfg.update(run_dir=str(tmp_path / "run"), progress=False)
     cfg["md"]["steps"] = 400
-    cfg["validation"] = {"temperatures_K": [300.0, 1200.0], "frames": 4, "every": 20}
+    # 400 steps of the ramp heat the weakly thermostatted MD to about 600 K: the held-out
+    # frames (equilibrated at their temperature) cover what the run sampled
+    cfg["validation"] = {"temperatures_K": [300.0, 600.0], "frames": 4, "every": 20}
     summary = run_otf(cfg)
     assert 1 <= summary["reference_calls"] <= 12
     assert summary["force_rmse"] < 0.03

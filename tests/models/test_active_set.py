@@ -48,15 +48,16 @@ def test_training_atoms_interpolate_and_defects_extrapolate(model, desc, cu_trai
     for atoms in cu_train[::7]:
         assert model.active_set.grade(desc, atoms).max() <= TOL
     grades = [model.active_set.grade(desc, a).max() for a in cu_test]
-    bulk_max = max(grades)
+    bulk_max = max(grades[:10])
     vac = model.active_set.grade(desc, _vacancy())
     surf = model.active_set.grade(desc, _surface())
-    # new bulk MD at 300 and 700 K stays inside the training span; hot MD leaves it a little
-    # (32-atom frames do not fill the descriptor space at 1200 K), a vacancy's neighbours and
-    # a surface leave it far behind
-    assert max(grades[:10]) < 1.5
+    # new bulk MD at 300 and 700 K stays inside the training span; a vacancy's neighbours and
+    # a surface leave it far behind. Hot MD (1200 K, equilibrated) leaves it too: ten 32-atom
+    # training frames do not fill the descriptor space at 1200 K
+    assert bulk_max < 1.5
     assert vac.max() > 2 * bulk_max and surf.max() > 2 * bulk_max
     assert vac.max() > 5 and surf.max() > 5  # as docs/uncertainty.md says
+    assert max(grades[10:]) > 1.0
     # the surface layers extrapolate, the middle layer (bulk-like, beyond the cutoff) far less
     z = _surface().positions[:, 2]
     middle = np.abs(z - z.mean()) < 1.0
