@@ -6,14 +6,16 @@ ASE's names hold the committee mean: ``energy``, ``free_energy``, ``energies``, 
 ================== =============== ==================================================
 key                shape           meaning
 ================== =============== ==================================================
-energy_std         float           alpha * std of the members' energies (eV)
+energy_std         float           alpha_E * std of the members' energies (eV)
 forces_std         (N, 3)          alpha * std of each force component (eV/A)
 max_force_std      float           max over atoms of the norm of a forces_std row (eV/A)
 stress_std         (6,)            alpha * std of each stress component (eV/A^3)
 energy_committee   (M,)            every member's energy (eV)
 forces_committee   (M, N, 3)       every member's forces (eV/A)
 stress_committee   (M, 6)          every member's stress (eV/A^3)
-calibration        float           the factor alpha applied to every *_std
+calibration        float           the factor alpha applied to forces_std and stress_std
+energy_calibration float           the factor alpha_E applied to energy_std (alpha
+                                   unless calibrated separately)
 extrapolation_grade (N,)           per-atom gamma against the training atoms (models
                                    with an active set; > 1 means extrapolation)
 max_extrapolation_grade float      max over atoms of extrapolation_grade
@@ -50,8 +52,12 @@ class CommitteeCalculator(Calculator):
         A fitted committee, the ``"model"`` entry of :meth:`todict`, or a model file (as
         written by :meth:`save`).
     calibration : float
-        Factor ``alpha`` applied to every ``*_std`` result. Setting ``calc.calibration``
+        Factor ``alpha`` applied to ``forces_std``, ``max_force_std`` and ``stress_std`` (and
+        to ``energy_std`` without ``energy_calibration``). Setting ``calc.calibration``
         (or ``calc.set(calibration=...)``) discards cached results.
+    energy_calibration : float, optional
+        Factor ``alpha_E`` applied to ``energy_std`` when energies were calibrated on their
+        own (:func:`potlearn_ase.models.calibrate_by_type`); default ``calibration``.
     metrics : dict, optional
         Training/validation metrics kept with the model when saved.
     model_sha256 : str, optional
@@ -87,6 +93,7 @@ class CommitteeCalculator(Calculator):
         "extrapolation_grade",
         "max_extrapolation_grade",
         "calibration",
+        "energy_calibration",
     ]
     discard_results_on_any_change = True
 
@@ -95,6 +102,7 @@ class CommitteeCalculator(Calculator):
         *,
         model: CommitteeModel | dict[str, Any] | str | os.PathLike,
         calibration: float = 1.0,
+        energy_calibration: float | None = None,
         metrics: dict[str, Any] | None = None,
         model_sha256: str | None = None,
         **kwargs: Any,
@@ -118,6 +126,9 @@ class CommitteeCalculator(Calculator):
             )
         self.model = model
         self._calibration = float(calibration)
+        self._energy_calibration = None if energy_calibration is None else float(
+            energy_calibration
+        )
         self.metrics = dict(metrics or {})
 
     @property
@@ -128,6 +139,16 @@ class CommitteeCalculator(Calculator):
     @calibration.setter
     def calibration(self, value: float) -> None:
         self._calibration = float(value)
+        self.reset()
+
+    @property
+    def energy_calibration(self) -> float:
+        """The factor ``alpha_E`` applied to ``energy_std`` (``calibration`` unless set)."""
+        return self._calibration if self._energy_calibration is None else self._energy_calibration
+
+    @energy_calibration.setter
+    def energy_calibration(self, value: float | None) -> None:
+        self._energy_calibration = None if value is None else float(value)
         self.reset()
 
     def set(self, **kwargs: Any) -> dict[str, Any]:
@@ -149,7 +170,9 @@ class CommitteeCalculator(Calculator):
         # dynamics ask for them next, so every property is computed at once and cached
         periodic = bool(self.atoms.pbc.all())
         pred = self.model.predict(self.atoms, forces=True, stress=periodic)
-        self.results = committee_results(pred, self.calibration)
+        self.results = committee_results(
+            pred, self.calibration, energy_calibration=self._energy_calibration
+        )
 
     def todict(self) -> dict[str, Any]:
         """Constructor keywords that rebuild this calculator (JSON-able).
@@ -158,10 +181,15 @@ class CommitteeCalculator(Calculator):
         the whole model state.
         """
         out: dict[str, Any] = {"calibration": self.calibration, "metrics": self.metrics}
+        if self._energy_calibration is not None:
+            out["energy_calibration"] = self._energy_calibration
         if self._file is not None and self._file[2] == _fingerprint(self.model):
             return {"model": self._file[0], "model_sha256": self._file[1], **out}
         header, tensors = model_state(
-            self.model, calibration=self.calibration, metrics=self.metrics
+            self.model,
+            calibration=self.calibration,
+            metrics=self.metrics,
+            energy_calibration=self._energy_calibration,
         )
         model = {"header": header, "tensors": {k: v.tolist() for k, v in tensors.items()}}
         return {"model": model, **out}
@@ -169,7 +197,13 @@ class CommitteeCalculator(Calculator):
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model, calibration and metrics to ``path`` (see :func:`load`)."""
-        out = save_model(self.model, path, calibration=self.calibration, metrics=self.metrics)
+        out = save_model(
+            self.model,
+            path,
+            calibration=self.calibration,
+            metrics=self.metrics,
+            energy_calibration=self._energy_calibration,
+        )
         self._remember_file(out)
         return out
 
@@ -213,17 +247,25 @@ def _fingerprint(model: CommitteeModel) -> str:
     return h.hexdigest()
 
 
-def committee_results(pred: dict[str, np.ndarray], calibration: float) -> dict[str, Any]:
-    """ASE results (mean and calibrated spread) from per-member predictions."""
+def committee_results(
+    pred: dict[str, np.ndarray], calibration: float, *, energy_calibration: float | None = None
+) -> dict[str, Any]:
+    """ASE results (mean and calibrated spread) from per-member predictions.
+
+    ``calibration`` scales the force and stress spreads, ``energy_calibration`` (default
+    ``calibration``) the energy spread.
+    """
     alpha = float(calibration)
+    alpha_e = alpha if energy_calibration is None else float(energy_calibration)
     E = pred["energy"]
     res: dict[str, Any] = {
         "energy": float(E.mean()),
         "free_energy": float(E.mean()),
-        "energy_std": alpha * float(E.std()),
+        "energy_std": alpha_e * float(E.std()),
         "energy_committee": E.copy(),
         "energies": pred["energies"].mean(0),
         "calibration": alpha,
+        "energy_calibration": alpha_e,
     }
     if "forces" in pred:
         F = pred["forces"]
@@ -268,7 +310,10 @@ def load(
         dtype = getattr(torch, dtype)
     model, header = load_model(path, device=device, dtype=dtype)
     calc = CommitteeCalculator(
-        model=model, calibration=header.get("calibration", 1.0), metrics=header.get("metrics")
+        model=model,
+        calibration=header.get("calibration", 1.0),
+        energy_calibration=header.get("energy_calibration"),
+        metrics=header.get("metrics"),
     )
     if dtype is None and str(device) == "cpu":  # todict can name the file: it rebuilds this
         calc._remember_file(path)

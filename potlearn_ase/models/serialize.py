@@ -35,7 +35,11 @@ _REQUIRED = ("format", "format_version", "kind", "elements", "descriptor", "hype
 
 
 def model_state(
-    model: CommitteeModel, *, calibration: float = 1.0, metrics: dict[str, Any] | None = None
+    model: CommitteeModel,
+    *,
+    calibration: float = 1.0,
+    metrics: dict[str, Any] | None = None,
+    energy_calibration: float | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """JSON-able header and named tensors that rebuild ``model`` exactly."""
     header = {
@@ -46,6 +50,7 @@ def model_state(
         "descriptor": model.descriptor.todict(),
         "hyperparameters": model.hyperparameters(),
         "calibration": float(calibration),
+        **({} if energy_calibration is None else {"energy_calibration": float(energy_calibration)}),
         "metrics": metrics or {},
     }
     tensors: dict[str, torch.Tensor] = {}
@@ -167,9 +172,12 @@ def save_model(
     *,
     calibration: float = 1.0,
     metrics: dict[str, Any] | None = None,
+    energy_calibration: float | None = None,
 ) -> Path:
     """Write ``model`` to ``path`` atomically (a temporary file, then a rename)."""
-    header, tensors = model_state(model, calibration=calibration, metrics=metrics)
+    header, tensors = model_state(
+        model, calibration=calibration, metrics=metrics, energy_calibration=energy_calibration
+    )
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"header": json.dumps(header, default=_json_default), "tensors": tensors}, tmp)
