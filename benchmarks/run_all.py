@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-QUICK_FLAGS = {"calculator.py": ["--quick"]}
+QUICK_FLAGS = {"calculator.py": ["--quick"], "zuo.py": ["--quick"]}
 
 
 def _read_sections(path: Path) -> dict[str, str]:

@@ -135,7 +135,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
     from potlearn_ase.errors import DataFormatError
     from potlearn_ase.models import LinearFitConfig, fit_linear
-    from potlearn_ase.models.linear import parse_lam
+    from potlearn_ase.models.noise import parse_lam
 
     def stage(text: str) -> None:
         print(f"potlearn: {text}", file=sys.stderr, flush=True)

@@ -34,7 +34,6 @@ __all__ = [
     "LinearCommittee",
     "design_rows",
     "fit_linear",
-    "parse_lam",
 ]
 
 #: the label types of the rows, in the order of :func:`accumulate_blocks`
@@ -116,27 +115,6 @@ class LinearFitConfig:
             self,
             **{k: v for k, v in _FIXED_DEFAULTS.items() if getattr(self, k) is None},
         )
-
-
-def parse_lam(text: str | float) -> float | str:
-    """``lam`` from text: ``"evidence"`` or a non-negative number.
-
-    Raises
-    ------
-    ConfigError
-        For anything else (naming the value).
-    """
-    from potlearn_ase.errors import ConfigError
-
-    if isinstance(text, str) and text.strip().lower() == "evidence":
-        return "evidence"
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"lam must be 'evidence' or a number, got {text!r}") from None
-    if not value >= 0:
-        raise ConfigError(f"lam must be 'evidence' or a number >= 0, got {text!r}")
-    return value
 
 
 def design_rows(

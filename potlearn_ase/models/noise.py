@@ -21,7 +21,7 @@ from potlearn_ase.descriptors.base import Descriptor
 from potlearn_ase.models.linear import LABEL_BLOCKS, LinearFitConfig, _design
 from potlearn_ase.training.least_squares import NoiseLevels, NormalEquations, infer_noise
 
-__all__ = ["LabelBlocks", "accumulate_blocks", "resolve_noise"]
+__all__ = ["LabelBlocks", "accumulate_blocks", "parse_lam", "resolve_noise"]
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +125,24 @@ def resolve_noise(
         "(%d iterations)", *noise.sigma, noise.iterations,
     )
     return resolved, total, noise
+
+
+def parse_lam(text: str | float) -> float | str:
+    """``lam`` from text: ``"evidence"`` or a non-negative number.
+
+    Raises
+    ------
+    ConfigError
+        For anything else (naming the value).
+    """
+    from potlearn_ase.errors import ConfigError
+
+    if isinstance(text, str) and text.strip().lower() == "evidence":
+        return "evidence"
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"lam must be 'evidence' or a number, got {text!r}") from None
+    if not value >= 0:
+        raise ConfigError(f"lam must be 'evidence' or a number >= 0, got {text!r}")
+    return value

@@ -294,8 +294,8 @@ def infer_noise(
     sigma_floor: np.ndarray | float = 1e-6,
     unregularised: np.ndarray | None = None,
     temper: np.ndarray | None = None,
-    max_iter: int = 500,
-    tol: float = 1e-5,
+    max_iter: int = 2000,
+    tol: float = 1e-7,
 ) -> NoiseLevels:
     """Noise level of each block of rows (energies, forces, stress) by type-II maximum likelihood.
 
