@@ -67,7 +67,7 @@ POOL = {
 STRATIFIED = {"bulk": (48, 48, 48, 48), "vacancy": (12,) * 4, "surface": (12,) * 4}
 METHODS = ("random", "fps", "kmeans", "dpp", "doptimal", "variance")
 DESC = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=8, l_max=3, body_order=4))
-FIT = LinearFitConfig(n_members=8, stress_weight=0.0)
+FIT = LinearFitConfig(n_members=8, stress_weight=0.0).fixed()  # weights 30, 1, 0
 POOL_SETTINGS = dict(n_seed=10, batch_size=5, score="gamma", diversity="variance", max_scored=None)
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,14 +50,14 @@ MODELS: dict[str, dict[str, Any]] = {
         "fit": {},
     },
     "potlearn linear large": {
-        "descriptor": {"family": "ace", "cutoff": 5.0, "n_radial": 12, "l_max": 3, "body_order": 4},
+        "descriptor": {"family": "ace", "cutoff": 5.0, "n_radial": 12, "l_max": 3, "body_order": 3},
         "kind": "linear",
         "fit": {},
     },
     "potlearn neural": {
         "descriptor": {"family": "ace", "cutoff": 5.0, "n_radial": 8, "l_max": 2, "body_order": 3},
         "kind": "neural",
-        "fit": {"epochs": 150, "patience": 30},
+        "fit": {"epochs": 100, "patience": 20},
     },
 }
 QUICK_MODELS = ("potlearn linear",)
@@ -165,11 +166,10 @@ def evaluate_snap(element: str, kind: str, test: list, steps: int) -> dict[str, 
             lmp.command("pair_style snap")
             lmp.command(f"pair_coeff * * {coeff} {param} {element}")
             lmp.command("compute pv all pressure NULL virial")
-            pv = " ".join(f"c_pv[{i}]" for i in range(1, 7))
-            lmp.command(f"thermo_style custom step pe {pv}")
+            lmp.command("thermo_style custom step pe c_pv")
             lmp.command("run 0")
             F = np.asarray(lmp.numpy.extract_atom("f"))[: len(atoms)][ase_order(lmp)]
-            p = [lmp.get_thermo(f"c_pv[{i}]") for i in range(1, 7)]  # xx yy zz xy xz yz, bar
+            p = np.array(lmp.numpy.extract_compute("pv", 0, 1))  # xx yy zz xy xz yz, bar
             P = np.array([[p[0], p[3], p[4]], [p[3], p[1], p[5]], [p[4], p[5], p[2]]])
             S = -tensor_to_ase(P, R) * BAR
             pred.append({
@@ -220,6 +220,15 @@ def score(test: list, pred: list[dict]) -> dict[str, Any]:
     return out
 
 
+def _progress(r: dict[str, Any]) -> None:
+    """One line per finished row on stderr (the tables come at the end)."""
+    keep = ("energy_rmse_meV_atom", "force_rmse", "stress_rmse_GPa", "fit_time_s",
+            "cost_us_per_atom", "alpha_forces", "alpha_energy", "force_coverage_1sigma",
+            "force_coverage_2sigma", "energy_spearman", "noise_sigma")
+    text = {k: r[k] for k in keep if k in r}
+    print(f"{r['element']} {r['model']}: {text}", file=sys.stderr, flush=True)
+
+
 def _fmt(x: Any, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
@@ -246,6 +255,7 @@ def main() -> None:
                  "fit_time_s": None, "cost_us_per_atom": res["cost_us_per_atom"],
                  **score(test, res["pred"]), "readme": README[(el, kind)]}
             rows.append(r)
+            _progress(r)
         for name in names:
             row = MODELS[name]
             model, factors, fit_time = fit_row(row, [el], train)
@@ -258,6 +268,7 @@ def main() -> None:
                 "noise_sigma": None if noise is None else [float(s) for s in noise.sigma],
                 "n_features": model.descriptor.n_features, **score(test, res["pred"]),
             })
+            _progress(rows[-1])
     wall = time.perf_counter() - t_all
     head = (f"{'el':3s} {'model':22s} {'E meV/at':>8s} {'F eV/A':>7s} {'S GPa':>6s} "
             f"{'fit s':>6s} {'us/atom':>8s} {'aF':>5s} {'aE':>5s} {'F<=1s':>6s} {'F<=2s':>6s} "

@@ -68,7 +68,8 @@ def test_fit_then_eval(tmp_path, cu_train, cu_test, capsys):
         == 0
     )
     fit = json.loads(capsys.readouterr().out)
-    assert fit["val_force_rmse"] < 0.05
+    # a real fit (0.08 eV/A; 0.05 with the former fixed 30:1 weights, which fit energies worse)
+    assert fit["val_force_rmse"] < 0.1
     assert main(["eval", str(model), str(tmp_path / "val.xyz")]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev["force_rmse"] == pytest.approx(fit["val_force_rmse"], rel=1e-9)
