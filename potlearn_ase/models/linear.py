@@ -75,12 +75,13 @@ class LinearFitConfig:
         Committee size ``M``.
     batch_size : int
         Structures per descriptor batch while accumulating the normal equations.
-    row_correlation : {"structure", "none"}
-        With inferred noise: ``"structure"`` treats the rows of one label type of one
-        structure as correlated (a model that cannot fit the data exactly errs alike on the
-        force components of one structure), so every structure counts once per label type
-        (a tempered likelihood, :func:`~potlearn_ase.training.least_squares.infer_noise`);
-        ``"none"`` treats every row as an independent observation.
+    temper : {"structures", "none"}
+        With inferred noise: ``"structures"`` raises each label type's likelihood to the
+        power ``structures / rows`` (a tempered likelihood, as generalised Bayes uses for a
+        model that cannot fit its data exactly), so every label type weighs as much as its
+        structures and none is sacrificed to the more numerous force rows
+        (:func:`~potlearn_ase.training.least_squares.infer_noise`); ``"none"`` treats every
+        row as an independent observation.
     noise_inferred : bool
         Set by :func:`fit_linear`: the weights are ``sqrt(kappa) / sigma`` inferred from the
         data, and the posterior uses them as known noise (no common noise level is fitted).
@@ -93,14 +94,12 @@ class LinearFitConfig:
     sigma_floor: float = 1e-3
     n_members: int = 8
     batch_size: int = 16
-    row_correlation: str = "structure"
+    temper: str = "structures"
     noise_inferred: bool = False
 
     def __post_init__(self) -> None:
-        if self.row_correlation not in ("structure", "none"):
-            raise ValueError(
-                f"row_correlation must be 'structure' or 'none', got {self.row_correlation!r}"
-            )
+        if self.temper not in ("structures", "none"):
+            raise ValueError(f"temper must be 'structures' or 'none', got {self.temper!r}")
 
     @property
     def infers_noise(self) -> bool:

@@ -90,7 +90,7 @@ def resolve_noise(
     n_species : int
         Number of elements (their constants are not penalised).
     config : LinearFitConfig
-        The fit settings (``lam``, ``sigma_floor``, ``row_correlation``).
+        The fit settings (``lam``, ``sigma_floor``, ``temper``).
 
     Returns
     -------
@@ -106,7 +106,7 @@ def resolve_noise(
     floor = config.sigma_floor * np.array([0.1, 1.0, 0.1])
     rows = np.array([ne.n_rows for ne in parts], dtype=np.float64)
     temper = np.ones(3)
-    if config.row_correlation == "structure":
+    if config.temper == "structures":
         temper = np.where(rows > 0, blocks.structures / np.maximum(rows, 1.0), 1.0)
     noise = infer_noise(
         parts, lam=config.lam, sigma_floor=floor, unregularised=unreg, temper=temper

@@ -308,11 +308,10 @@ def infer_noise(
     summed with weights ``temper_b / sigma_b^2`` and ``sigma2=1`` returns the same posterior.
 
     ``temper`` raises each block's likelihood to a power ``kappa_b`` in ``(0, 1]`` (a tempered
-    likelihood): its rows then count as ``kappa_b n_b`` independent observations. Rows whose
-    errors are correlated (the force components of one structure under a model that cannot
-    fit them exactly) carry less independent information than their number; ``kappa_b =
-    structures / rows`` counts every structure once per label type. The noise estimate
-    stays per row, ``sigma_b^2 = rss_b / (n_b - gamma_b)``.
+    likelihood, as generalised Bayesian inference uses for a model that cannot fit its data
+    exactly): its rows then count as ``kappa_b n_b`` observations; ``kappa_b = structures /
+    rows`` gives every label type the weight of its structures. The noise estimate stays per
+    row, ``sigma_b^2 = rss_b / (n_b - gamma_b)``.
 
     Parameters
     ----------

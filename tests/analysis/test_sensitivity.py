@@ -34,9 +34,9 @@ def _qois(model):
 def fitted(cu_train):
     frames = list(cu_train[:8]) + list(cu_train[20:28])
     desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=4.5, n_radial=4, l_max=2))
-    # rows independent: a committee as narrow as the noise (the tempered default is wider, and
-    # some of 300 members' equations of state then have no minimum to fit)
-    cfg = LinearFitConfig(n_members=8, row_correlation="none")
+    # untempered: a committee as narrow as the noise (the tempered default is wider, and some
+    # of 300 members' equations of state then have no minimum to fit)
+    cfg = LinearFitConfig(n_members=8, temper="none")
     model = fit_linear(desc, frames, cfg, rng=0)
     return model, frames
 

@@ -75,10 +75,10 @@ def known_model_data(cu_train):
     return desc, frames, np.array([sigma_e, sigma_f, virial])
 
 
-@pytest.mark.parametrize("rows", ["structure", "none"])
-def test_fit_linear_recovers_known_noise_of_energies_forces_and_stress(known_model_data, rows):
+@pytest.mark.parametrize("temper", ["structures", "none"])
+def test_fit_linear_recovers_known_noise_of_energies_forces_and_stress(known_model_data, temper):
     desc, frames, sigmas = known_model_data
-    model = fit_linear(desc, frames, LinearFitConfig(n_members=4, row_correlation=rows), rng=0)
+    model = fit_linear(desc, frames, LinearFitConfig(n_members=4, temper=temper), rng=0)
     assert model.config.noise_inferred and model.noise is not None
     # forces: thousands of rows; energies and virials: 30 structures each
     assert model.noise.sigma[1] == pytest.approx(sigmas[1], rel=0.05)
@@ -127,6 +127,6 @@ def test_update_reinfers_noise_and_equals_a_refit(known_model_data):
     np.testing.assert_allclose(a.coef.numpy(), b.coef.numpy(), rtol=1e-6, atol=1e-10)
 
 
-def test_bad_row_correlation_is_named():
-    with pytest.raises(ValueError, match="row_correlation"):
-        LinearFitConfig(row_correlation="atoms")
+def test_bad_temper_is_named():
+    with pytest.raises(ValueError, match="temper"):
+        LinearFitConfig(temper="atoms")
