@@ -162,6 +162,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             force_weight=args.force_weight,
             stress_weight=args.stress_weight,
             lam=parse_lam(args.lam),
+            temper=args.temper,
         )
         model = fit_linear(desc, train, config, rng=args.seed, progress=True)
         if model.noise is not None:
@@ -257,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--body-order", type=int, default=3, choices=[3, 4],
                    help="3 (pair correlations) or 4 (adds radial triple products) "
                    "(default %(default)s)")
-    unset = ("default: inferred with the other weights from the data, 1/sigma of each label "
-             "type; giving any weight fixes all three, unset ones at 30, 1, 1")
+    unset = ("default: inferred from the data with the other weights, from each label type's "
+             "noise level; giving any weight fixes all three, unset ones at 30, 1, 1")
     f.add_argument("--energy-weight", type=float, default=None, metavar="W",
                    help=f"linear: weight of a per-atom energy residual in 1/(eV/atom) ({unset})")
     f.add_argument("--force-weight", type=float, default=None, metavar="W",
@@ -270,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="linear: ridge parameter (dimensionless, relative to the weighted, "
                    "scaled features) or 'evidence' to maximise the marginal likelihood "
                    "(default %(default)s)")
+    f.add_argument("--temper", choices=["structures", "none"], default="structures",
+                   help="linear, inferred weights: each label type weighs as much as its "
+                   "structures, or every row counts alike (default %(default)s)")
     f.add_argument("--members", "--committee", dest="members", type=int, default=8,
                    help="committee size (as potlearn train --committee)")
     f.add_argument("--epochs", type=int, default=200)

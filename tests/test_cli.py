@@ -158,11 +158,11 @@ def test_fit_options_reach_the_saved_model(tmp_path, cu_train, capsys):
     assert (d.cutoff, d.n_radial, d.l_max, d.body_order) == (4.5, 4, 1, 4)
     # without weights, each label type's noise level is inferred and saved with the model
     args = ["fit", str(tmp_path / "train.xyz"), "-o", str(model), "--n-radial", "4",
-            "--l-max", "1", "--members", "4"]
+            "--l-max", "1", "--members", "4", "--temper", "none"]
     assert main(args) == 0
     assert "inferred noise" in capsys.readouterr().err
     calc = potlearn_ase.load(model)
-    assert calc.model.config.noise_inferred
+    assert calc.model.config.noise_inferred and calc.model.config.temper == "none"
     assert calc.metrics["noise_sigma"]["forces"] > 0
     assert calc.energy_calibration > 0 and calc.metrics["calibrated_on"] == "cross-validation"
     assert main(args + ["--lam", "lots"]) == 2
