@@ -21,7 +21,7 @@ another descriptor family can be switched in there.
 Prints the tables and writes ``benchmarks/results/zuo.json``. Timings share 2 cores with other
 work: compare the rows of one run, not runs.
 
-Usage: ``python benchmarks/zuo.py [--quick] [--elements Mo Li]``
+Usage: ``python benchmarks/zuo.py [--quick] [--elements Mo Li] [--output FILE]``
 """
 
 from __future__ import annotations
@@ -226,6 +226,10 @@ def _progress(r: dict[str, Any]) -> None:
             "cost_us_per_atom", "alpha_forces", "alpha_energy", "force_coverage_1sigma",
             "force_coverage_2sigma", "energy_spearman", "noise_sigma")
     text = {k: r[k] for k in keep if k in r}
+    text["by_config_type"] = {
+        t: (round(v["energy_rmse_meV_atom"], 2), round(v["force_rmse"], 4))
+        for t, v in r["by_config_type"].items()
+    }
     print(f"{r['element']} {r['model']}: {text}", file=sys.stderr, flush=True)
 
 
@@ -237,6 +241,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the linear default only, fewer timings")
     ap.add_argument("--elements", nargs="+", default=["Mo", "Li"])
+    ap.add_argument("--output", default=str(HERE / "results" / "zuo.json"), help="JSON file")
     args = ap.parse_args()
     import torch
 
@@ -296,8 +301,8 @@ def main() -> None:
         print(f"{r['element']:3s} {r['model']:22s} " + "; ".join(cells))
     print(f"(us/atom: potlearn committee of 8 per ASE call with energy, forces, stress; SNAP per "
           f"MD step in LAMMPS; 2 shared cores)  wall {wall:.0f} s")
-    out = HERE / "results" / "zuo.json"
-    out.parent.mkdir(exist_ok=True)
+    out = Path(args.output)
+    out.parent.mkdir(exist_ok=True, parents=True)
     doc = {"rows": rows, "wall_time_s": wall, "quick": args.quick}
     out.write_text(json.dumps(doc, indent=2, default=lambda o: getattr(o, "tolist", lambda: o)()))
     print(f"wrote {out}")
