@@ -20,7 +20,12 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-QUICK_FLAGS = {"calculator.py": ["--quick"], "sigkill.py": ["--quick"], "otf_peers.py": ["--quick"]}
+QUICK_FLAGS = {
+    "calculator.py": ["--quick"],
+    "sigkill.py": ["--quick"],
+    "otf_peers.py": ["--quick"],
+    "zuo.py": ["--quick"],
+}
 
 
 def _read_sections(path: Path) -> dict[str, str]:

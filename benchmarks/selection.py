@@ -80,7 +80,7 @@ JUDGED = "held-out stratified"
 TUNING = ("tuning stratified", "tuning iid")
 METHODS = ("random", "fps", "kmeans", "dpp", "doptimal", "variance")
 DESC = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=8, l_max=3, body_order=4))
-FIT = LinearFitConfig(n_members=8, stress_weight=0.0)
+FIT = LinearFitConfig(n_members=8, stress_weight=0.0).fixed()  # weights 30, 1, 0
 POOL_SETTINGS = dict(n_seed=10, batch_size=5, score="gamma", diversity="variance", max_scored=None)
 
 

@@ -6,14 +6,16 @@ ASE's names hold the committee mean: ``energy``, ``free_energy``, ``energies``, 
 ================== =============== ==================================================
 key                shape           meaning
 ================== =============== ==================================================
-energy_std         float           alpha * std of the members' energies (eV)
+energy_std         float           alpha_E * std of the members' energies (eV)
 forces_std         (N, 3)          alpha * std of each force component (eV/A)
 max_force_std      float           max over atoms of the norm of a forces_std row (eV/A)
 stress_std         (6,)            alpha * std of each stress component (eV/A^3)
 energy_committee   (M,)            every member's energy (eV)
 forces_committee   (M, N, 3)       every member's forces (eV/A)
 stress_committee   (M, 6)          every member's stress (eV/A^3)
-calibration        float           the factor alpha applied to every *_std
+calibration        float           the factor alpha applied to forces_std and stress_std
+energy_calibration float           the factor alpha_E applied to energy_std (alpha
+                                   unless calibrated separately)
 extrapolation_grade (N,)           per-atom gamma against the training atoms (models
                                    with an active set; > 1 means extrapolation)
 max_extrapolation_grade float      max over atoms of extrapolation_grade
@@ -24,7 +26,6 @@ Standard deviations use ``ddof=0``, so a one-member committee reports zeros.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,17 @@ from ase.calculators.calculator import Calculator, all_changes
 from potlearn_ase.data.batch import resolve_device
 from potlearn_ase.descriptors.neighbours import SkinNeighbourList
 from potlearn_ase.errors import ConfigError, ModelFormatError
-from potlearn_ase.models.base import CommitteeModel
-from potlearn_ase.models.serialize import load_model, model_from_state, model_state, save_model
+from potlearn_ase.models.base import CommitteeModel, committee_results
+from potlearn_ase.models.serialize import (
+    file_sha256,
+    load_model,
+    model_fingerprint,
+    model_from_state,
+    model_state,
+    save_model,
+)
 
-__all__ = ["CommitteeCalculator", "load"]
+__all__ = ["CommitteeCalculator", "committee_results", "load"]
 
 
 class CommitteeCalculator(Calculator):
@@ -56,8 +64,12 @@ class CommitteeCalculator(Calculator):
         A fitted committee, the ``"model"`` entry of :meth:`todict`, or a model file (as
         written by :meth:`save`).
     calibration : float
-        Factor ``alpha`` applied to every ``*_std`` result. Setting ``calc.calibration``
+        Factor ``alpha`` applied to ``forces_std``, ``max_force_std`` and ``stress_std`` (and
+        to ``energy_std`` without ``energy_calibration``). Setting ``calc.calibration``
         (or ``calc.set(calibration=...)``) discards cached results.
+    energy_calibration : float, optional
+        Factor ``alpha_E`` applied to ``energy_std`` when energies were calibrated on their
+        own (:func:`potlearn_ase.models.calibrate_by_type`); default ``calibration``.
     metrics : dict, optional
         Training/validation metrics kept with the model when saved.
     model_sha256 : str, optional
@@ -105,11 +117,13 @@ class CommitteeCalculator(Calculator):
         "extrapolation_grade",
         "max_extrapolation_grade",
         "calibration",
+        "energy_calibration",
     ]
     default_parameters: dict[str, Any] = {
         "model": None,  # the model file (resolved path) while the model is that file's
         "model_sha256": None,
         "calibration": 1.0,
+        "energy_calibration": None,
         "metrics": {},
         "skin": 0.5,
         "dtype": None,
@@ -122,6 +136,7 @@ class CommitteeCalculator(Calculator):
         *,
         model: CommitteeModel | dict[str, Any] | str | os.PathLike,
         calibration: float = 1.0,
+        energy_calibration: float | None = None,
         metrics: dict[str, Any] | None = None,
         model_sha256: str | None = None,
         skin: float = 0.5,
@@ -138,6 +153,7 @@ class CommitteeCalculator(Calculator):
             model=model,
             model_sha256=model_sha256,
             calibration=calibration,
+            energy_calibration=energy_calibration,
             metrics=metrics,
             skin=skin,
             dtype=dtype,
@@ -152,6 +168,16 @@ class CommitteeCalculator(Calculator):
     @calibration.setter
     def calibration(self, value: float) -> None:
         self.set(calibration=value)
+
+    @property
+    def energy_calibration(self) -> float:
+        """The factor ``alpha_E`` applied to ``energy_std`` (``calibration`` unless set)."""
+        value = self.parameters["energy_calibration"]
+        return self.calibration if value is None else float(value)
+
+    @energy_calibration.setter
+    def energy_calibration(self, value: float | None) -> None:
+        self.set(energy_calibration=value)
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -182,6 +208,8 @@ class CommitteeCalculator(Calculator):
             raise ConfigError("model_sha256 names the file of a model: set it with model=")
         if "calibration" in kwargs:
             kwargs["calibration"] = float(kwargs["calibration"])
+        if kwargs.get("energy_calibration") is not None:
+            kwargs["energy_calibration"] = float(kwargs["energy_calibration"])
         if "metrics" in kwargs:
             kwargs["metrics"] = dict(kwargs["metrics"] or {})
         if "skin" in kwargs:
@@ -247,7 +275,7 @@ class CommitteeCalculator(Calculator):
         moved = model_from_state(header, tensors, device=target, dtype=dtype or desc.dtype)
         self.model = moved
         if was_files:
-            self._file_fingerprint = _fingerprint(moved)
+            self._file_fingerprint = model_fingerprint(moved)
         self.reset()
 
     # ----------------------------------------------------------------- ASE protocol
@@ -269,7 +297,9 @@ class CommitteeCalculator(Calculator):
             stress=periodic,
             neighbours=None if nl is None else nl.update(self.atoms),
         )
-        self.results = committee_results(pred, self.calibration)
+        self.results = committee_results(
+            pred, self.calibration, energy_calibration=self.parameters["energy_calibration"]
+        )
 
     def neighbour_list(self) -> SkinNeighbourList | None:
         """The neighbour list reused between calls (None when the descriptor finds its own).
@@ -305,7 +335,10 @@ class CommitteeCalculator(Calculator):
             }
         assert self.model is not None
         header, tensors = model_state(
-            self.model, calibration=self.calibration, metrics=self.metrics
+            self.model,
+            calibration=self.calibration,
+            metrics=self.metrics,
+            energy_calibration=self.parameters["energy_calibration"],
         )
         model = {"header": header, "tensors": {k: v.tolist() for k, v in tensors.items()}}
         return {"model": model, **out}
@@ -315,14 +348,20 @@ class CommitteeCalculator(Calculator):
         return (
             self.parameters["model"] is not None
             and self.model is not None
-            and self._file_fingerprint == _fingerprint(self.model)
+            and self._file_fingerprint == model_fingerprint(self.model)
         )
 
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model, calibration and metrics to ``path`` (see :func:`load`)."""
         assert self.model is not None
-        out = save_model(self.model, path, calibration=self.calibration, metrics=self.metrics)
+        out = save_model(
+            self.model,
+            path,
+            calibration=self.calibration,
+            metrics=self.metrics,
+            energy_calibration=self.parameters["energy_calibration"],
+        )
         self._remember_file(out)
         return out
 
@@ -331,7 +370,7 @@ class CommitteeCalculator(Calculator):
         assert self.model is not None
         self.parameters["model"] = str(Path(path).resolve())
         self.parameters["model_sha256"] = file_sha256(path) if digest is None else digest
-        self._file_fingerprint = _fingerprint(self.model)
+        self._file_fingerprint = model_fingerprint(self.model)
 
     @property
     def n_members(self) -> int:
@@ -363,56 +402,6 @@ def _torch_dtype(name: str | None) -> torch.dtype | None:
     return None if name is None else getattr(torch, name)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fingerprint(model: CommitteeModel) -> str:
-    """A digest of the model's parameters: it changes when the model is updated in place."""
-    h = hashlib.sha1()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    h.update(str(id(model.active_set)).encode())
-    return h.hexdigest()
-
-
-def committee_results(pred: dict[str, np.ndarray], calibration: float) -> dict[str, Any]:
-    """ASE results (mean and calibrated spread) from per-member predictions."""
-    alpha = float(calibration)
-    E = pred["energy"]
-    res: dict[str, Any] = {
-        "energy": float(E.mean()),
-        "free_energy": float(E.mean()),
-        "energy_std": alpha * float(E.std()),
-        "energy_committee": E.copy(),
-        "energies": pred["energies"].mean(0),
-        "calibration": alpha,
-    }
-    if "forces" in pred:
-        F = pred["forces"]
-        fstd = alpha * F.std(0)
-        res["forces"] = F.mean(0)
-        res["forces_std"] = fstd
-        res["max_force_std"] = float(np.linalg.norm(fstd, axis=1).max()) if len(fstd) else 0.0
-        res["forces_committee"] = F.copy()
-    if "extrapolation_grade" in pred:
-        g = np.asarray(pred["extrapolation_grade"], dtype=float)
-        res["extrapolation_grade"] = g
-        res["max_extrapolation_grade"] = float(g.max()) if g.size else 0.0
-    if "stress" in pred:
-        S = pred["stress"]
-        res["stress"] = S.mean(0)
-        res["stress_std"] = alpha * S.std(0)
-        res["stress_committee"] = S.copy()
-    return res
-
-
 def load(
     path: str | os.PathLike,
     *,
@@ -439,6 +428,7 @@ def load(
     calc = CommitteeCalculator(
         model=model,
         calibration=header.get("calibration", 1.0),
+        energy_calibration=header.get("energy_calibration"),
         metrics=header.get("metrics"),
         skin=skin,
         dtype=dtype_name,

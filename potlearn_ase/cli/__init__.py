@@ -118,8 +118,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
     from potlearn_ase.errors import DataFormatError
     from potlearn_ase.models import LinearFitConfig, fit_linear
+    from potlearn_ase.models.noise import parse_lam
+
+    def stage(text: str) -> None:
+        print(f"potlearn: {text}", file=sys.stderr, flush=True)
 
     keys = LabelKeys.from_args(args)
+    stage(f"reading {args.train}" + (f" and {args.val}" if args.val else ""))
     train = list(read(args.train, labels=keys))
     val = list(read(args.val, labels=keys)) if args.val else []
     if not train:
@@ -131,10 +136,23 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             cutoff=args.cutoff, n_radial=args.n_radial, l_max=args.l_max, body_order=args.body_order
         ),
     )
+    stage(f"fitting a {args.kind} committee of {args.members} to {len(train)} structures "
+          f"({desc.n_features} features per element)")
     if args.kind == "linear":
-        model = fit_linear(
-            desc, train, LinearFitConfig(n_members=args.members), rng=args.seed, progress=True
+        config = LinearFitConfig(
+            n_members=args.members,
+            energy_weight=args.energy_weight,
+            force_weight=args.force_weight,
+            stress_weight=args.stress_weight,
+            lam=parse_lam(args.lam),
+            temper=args.temper,
+            weights=args.weights,
         )
+        model = fit_linear(desc, train, config, rng=args.seed, progress=True)
+        if model.noise is not None:
+            e, f, s = model.noise.sigma
+            stage(f"inferred noise: energy {1000 * e:.3g} meV/atom, forces {f:.3g} eV/A, "
+                  f"stress {1000 * s:.3g} meV/atom (virial)")
     else:
         from potlearn_ase.training.trainer import NeuralTrainConfig, train_neural
 
@@ -147,7 +165,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         )
     from potlearn_ase.cli.train import save_calibrated
 
-    return save_calibrated(model, train, val, args.output)
+    return save_calibrated(model, train, val, args.output, progress=True)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -205,10 +223,33 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-o", "--output", default="model.pt")
     f.add_argument("--val", help="validation structures (calibration and metrics)")
     f.add_argument("--kind", choices=["linear", "neural"], default="linear")
-    f.add_argument("--cutoff", type=float, default=5.0)
-    f.add_argument("--n-radial", type=int, default=8)
-    f.add_argument("--l-max", type=int, default=2)
-    f.add_argument("--body-order", type=int, default=3)
+    f.add_argument("--cutoff", type=float, default=5.0,
+                   help="descriptor cutoff radius in Angstrom (default %(default)s)")
+    f.add_argument("--n-radial", type=int, default=8,
+                   help="radial functions per neighbour element (default %(default)s)")
+    f.add_argument("--l-max", type=int, default=2,
+                   help="highest angular degree, 0 to 3 (default %(default)s)")
+    f.add_argument("--body-order", type=int, default=3, choices=[3, 4],
+                   help="3 (pair correlations) or 4 (adds radial triple products) "
+                   "(default %(default)s)")
+    unset = "default 30, 1 and 1 for energy, force and stress"
+    f.add_argument("--energy-weight", type=float, default=None, metavar="W",
+                   help=f"linear: weight of a per-atom energy residual in 1/(eV/atom) ({unset})")
+    f.add_argument("--force-weight", type=float, default=None, metavar="W",
+                   help=f"linear: weight of a force component residual in 1/(eV/A) ({unset})")
+    f.add_argument("--stress-weight", type=float, default=None, metavar="W",
+                   help="linear: weight of a virial-per-atom residual in 1/(eV/atom), 0 ignores "
+                   f"stress ({unset})")
+    f.add_argument("--lam", default="evidence",
+                   help="linear: ridge parameter (dimensionless, relative to the weighted, "
+                   "scaled features) or 'evidence' to maximise the marginal likelihood "
+                   "(default %(default)s)")
+    f.add_argument("--weights", choices=["fixed", "inferred"], default="fixed",
+                   help="linear: fixed weights, or each label type's noise level inferred from "
+                   "the data (then give no weight) (default %(default)s)")
+    f.add_argument("--temper", choices=["structures", "none"], default="structures",
+                   help="linear, inferred weights: each label type weighs as much as its "
+                   "structures, or every row counts alike (default %(default)s)")
     f.add_argument("--members", "--committee", dest="members", type=int, default=8,
                    help="committee size (as potlearn train --committee)")
     f.add_argument("--epochs", type=int, default=200)

@@ -154,20 +154,34 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def save_calibrated(
-    model: Any, train: Sequence[Any], val: Sequence[Any], output: str, **extra: Any
+    model: Any,
+    train: Sequence[Any],
+    val: Sequence[Any],
+    output: str,
+    *,
+    progress: bool = False,
+    **extra: Any,
 ) -> int:
     """Calibrate, attach the active set of ``train``, save with metrics, print them as JSON.
 
     The calibration comes from ``val`` when given; without it, a linear model is calibrated by
     closed-form cross-validation over its own training structures, and a neural one keeps 1.0
-    (with a warning: give validation structures).
+    (with a warning: give validation structures). Forces (and stress) and energies get a
+    factor each. With ``progress``, each stage is announced on stderr.
     """
     import numpy as np
 
     from potlearn_ase.calculators import CommitteeCalculator
-    from potlearn_ase.models import attach_active_set, calibrate
+    from potlearn_ase.models import attach_active_set
+    from potlearn_ase.models.calibration import calibrate_by_type
 
-    alpha, calibrated_on = calibrate(model, train, val)
+    def stage(text: str) -> None:
+        if progress:
+            print(f"potlearn: {text}", file=sys.stderr, flush=True)
+
+    stage("calibrating the committee spread" + (" on the validation set" if val else ""))
+    factors, calibrated_on = calibrate_by_type(model, train, val, progress=progress)
+    stage("building the active set of the training structures")
     attach_active_set(model, train)
     metrics: dict[str, Any] = {
         "n_train": len(train),
@@ -175,14 +189,37 @@ def save_calibrated(
         "calibrated_on": calibrated_on,
         **extra,
     }
+    noise = getattr(model, "noise", None)
+    if noise is not None:
+        metrics["noise_sigma"] = {  # eV/atom, eV/A, eV/atom (virial); None: no such rows
+            k: (float(v) if np.isfinite(v) else None)
+            for k, v in zip(("energy", "forces", "stress"), noise.sigma)
+        }
     if val:
+        stage("evaluating the validation set")
         err = np.concatenate(
             [(model.predict(a)["forces"].mean(0) - a.get_forces()).ravel() for a in val]
         )
         metrics["val_force_rmse"] = float(np.sqrt(np.mean(err**2)))
-    calc = CommitteeCalculator(model=model, calibration=alpha, metrics=metrics)
+    calc = CommitteeCalculator(
+        model=model,
+        calibration=factors["forces"],
+        energy_calibration=factors["energy"],
+        metrics=metrics,
+    )
+    stage(f"writing {output}")
     calc.save(output)
-    print(json.dumps({"model": str(output), "calibration": alpha, **metrics}, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": str(output),
+                "calibration": factors["forces"],
+                "energy_calibration": factors["energy"],
+                **metrics,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

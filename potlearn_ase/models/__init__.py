@@ -4,8 +4,11 @@ from potlearn_ase.models.active_set import ActiveSet, attach_active_set
 from potlearn_ase.models.base import CommitteeModel, CommitteePrediction
 from potlearn_ase.models.calibration import (
     calibrate,
+    calibrate_by_type,
     cross_validated_calibration,
+    cross_validated_factors,
     fit_calibration,
+    fit_calibration_factors,
     force_errors_and_spread,
 )
 from potlearn_ase.models.linear import LinearCommittee, LinearFitConfig, design_rows, fit_linear
@@ -22,9 +25,12 @@ __all__ = [
     "Posterior",
     "attach_active_set",
     "calibrate",
+    "calibrate_by_type",
     "cross_validated_calibration",
+    "cross_validated_factors",
     "design_rows",
     "fit_calibration",
+    "fit_calibration_factors",
     "fit_linear",
     "force_errors_and_spread",
     "load_model",

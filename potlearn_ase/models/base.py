@@ -13,7 +13,7 @@ from ase import Atoms
 from potlearn_ase.descriptors.base import Descriptor, DescriptorOutput, strain_to_voigt_stress
 from potlearn_ase.descriptors.neighbours import PaddedNeighbours
 
-__all__ = ["CommitteeModel", "CommitteePrediction"]
+__all__ = ["CommitteeModel", "CommitteePrediction", "committee_results"]
 
 
 class CommitteePrediction(dict):
@@ -133,3 +133,42 @@ class CommitteeModel(torch.nn.Module, abc.ABC):
 
     def mean_energy(self, atoms: Atoms) -> float:
         return float(np.mean(self.predict(atoms, forces=False)["energy"]))
+
+
+def committee_results(
+    pred: dict[str, np.ndarray], calibration: float, *, energy_calibration: float | None = None
+) -> dict[str, Any]:
+    """ASE results (mean and calibrated spread) from per-member predictions.
+
+    ``calibration`` scales the force and stress spreads, ``energy_calibration`` (default
+    ``calibration``) the energy spread.
+    """
+    alpha = float(calibration)
+    alpha_e = alpha if energy_calibration is None else float(energy_calibration)
+    E = pred["energy"]
+    res: dict[str, Any] = {
+        "energy": float(E.mean()),
+        "free_energy": float(E.mean()),
+        "energy_std": alpha_e * float(E.std()),
+        "energy_committee": E.copy(),
+        "energies": pred["energies"].mean(0),
+        "calibration": alpha,
+        "energy_calibration": alpha_e,
+    }
+    if "forces" in pred:
+        F = pred["forces"]
+        fstd = alpha * F.std(0)
+        res["forces"] = F.mean(0)
+        res["forces_std"] = fstd
+        res["max_force_std"] = float(np.linalg.norm(fstd, axis=1).max()) if len(fstd) else 0.0
+        res["forces_committee"] = F.copy()
+    if "extrapolation_grade" in pred:
+        g = np.asarray(pred["extrapolation_grade"], dtype=float)
+        res["extrapolation_grade"] = g
+        res["max_extrapolation_grade"] = float(g.max()) if g.size else 0.0
+    if "stress" in pred:
+        S = pred["stress"]
+        res["stress"] = S.mean(0)
+        res["stress_std"] = alpha * S.std(0)
+        res["stress_committee"] = S.copy()
+    return res

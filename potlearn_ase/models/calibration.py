@@ -28,7 +28,10 @@ from potlearn_ase.models.base import CommitteeModel
 __all__ = [
     "ONE_SIGMA",
     "calibrate",
+    "calibrate_by_type",
+    "fit_calibration_factors",
     "cross_validated_calibration",
+    "cross_validated_factors",
     "fit_calibration",
     "force_errors_and_spread",
 ]
@@ -65,6 +68,64 @@ def calibrate(
             log.warning("cross-validated calibration not possible (%s)", exc)
     log.warning("no validation structures: the committee spread is not calibrated (give some)")
     return 1.0, "none"
+
+
+def calibrate_by_type(
+    model: CommitteeModel,
+    train: Sequence[Atoms],
+    val: Sequence[Atoms] | None = None,
+    *,
+    coverage: float = ONE_SIGMA,
+    progress: bool = False,
+) -> tuple[dict[str, float], str]:
+    """Calibration factors for forces and energies, and what they were measured on.
+
+    As :func:`calibrate`, with a separate factor for structures' energies: on ``val``
+    (:func:`fit_calibration_factors`), else by cross-validation of a linear model
+    (:func:`cross_validated_factors`), else 1.0 with a warning.
+
+    Returns
+    -------
+    (dict, str)
+        ``{"forces": alpha_F, "energy": alpha_E}`` and ``"validation"``,
+        ``"cross-validation"`` or ``"none"``.
+    """
+    if val:
+        return fit_calibration_factors(model, val, coverage=coverage), "validation"
+    if getattr(model, "normal_equations", None) is not None and len(train) >= 2:
+        try:
+            factors = cross_validated_factors(model, train, coverage=coverage, progress=progress)
+            return factors, "cross-validation"
+        except (TypeError, ValueError) as exc:  # e.g. a fit without force rows
+            log.warning("cross-validated calibration not possible (%s)", exc)
+    log.warning("no validation structures: the committee spread is not calibrated (give some)")
+    return {"forces": 1.0, "energy": 1.0}, "none"
+
+
+def fit_calibration_factors(
+    model: CommitteeModel, frames: Sequence[Atoms], *, coverage: float = ONE_SIGMA
+) -> dict[str, float]:
+    """``{"forces": alpha_F, "energy": alpha_E}`` measured on validation ``frames``.
+
+    ``alpha_F`` is :func:`fit_calibration`; ``alpha_E`` the same quantile for the energies of
+    the structures (``alpha_F`` when there are fewer than 5 structures).
+    """
+    if model.n_members < 2:
+        return {"forces": 1.0, "energy": 1.0}
+    f_err, f_spread, e_err, e_spread = [], [], [], []
+    for k, atoms in enumerate(frames):
+        require_labels(atoms, energy=True, forces=True, where=f"validation structure {k}")
+        pred = model.predict(atoms, stress=False)
+        labels = get_labels(atoms)
+        f_err.append((pred["forces"].mean(0) - labels["forces"]).ravel())
+        f_spread.append(pred["forces"].std(0).ravel())
+        e_err.append(float(pred["energy"].mean()) - float(labels["energy"]))
+        e_spread.append(float(pred["energy"].std()))
+    alpha_f = _ratio_quantile(np.concatenate(f_err), np.concatenate(f_spread), coverage)
+    alpha_e = alpha_f
+    if len(frames) >= 5:
+        alpha_e = _ratio_quantile(np.array(e_err), np.array(e_spread), coverage)
+    return {"forces": alpha_f, "energy": alpha_e}
 
 
 def force_errors_and_spread(
@@ -108,7 +169,23 @@ def cross_validated_calibration(
     coverage: float = ONE_SIGMA,
     rng: np.random.Generator | int | None = 0,
 ) -> float:
-    """``alpha`` of a linear committee from held-out folds of its own training structures.
+    """``alpha`` of a linear committee's forces from held-out folds of its own training
+    structures (the ``"forces"`` entry of :func:`cross_validated_factors`)."""
+    return cross_validated_factors(model, frames, folds=folds, coverage=coverage, rng=rng)[
+        "forces"
+    ]
+
+
+def cross_validated_factors(
+    model: CommitteeModel,
+    frames: Sequence[Atoms],
+    *,
+    folds: int = 20,
+    coverage: float = ONE_SIGMA,
+    rng: np.random.Generator | int | None = 0,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Calibration factors of a linear committee from held-out folds of its training data.
 
     Parameters
     ----------
@@ -119,9 +196,18 @@ def cross_validated_calibration(
     folds : int
         Number of folds (leave-one-structure-out when there are at most this many structures).
     coverage : float
-        Target fraction of force components within ``alpha * spread``.
+        Target fraction of held-out errors within ``alpha * spread``.
     rng : numpy Generator or seed
         Draws each fold's committee.
+    progress : bool
+        Show a progress bar over the structures and the folds.
+
+    Returns
+    -------
+    dict
+        ``{"forces": alpha_F, "energy": alpha_E}``: the factor for force components and for
+        structures' energies (``alpha_E`` equals ``alpha_F`` when there are fewer than 5
+        structures to judge energies by).
 
     Raises
     ------
@@ -131,24 +217,34 @@ def cross_validated_calibration(
     ValueError
         When ``frames`` are not the structures the model was fitted to, or are fewer than 2.
     """
-    from potlearn_ase.models.linear import LinearCommittee, design_rows
+    from potlearn_ase.models.linear import LinearCommittee, design_rows_by_type
 
     if not isinstance(model, LinearCommittee) or model.normal_equations is None:
         raise TypeError(
             "cross-validated calibration needs a linear model with its normal equations; "
             "calibrate other models with fit_calibration on validation structures"
         )
-    if model.config.force_weight <= 0:
+    config = model.config.fixed()
+    if config.force_weight == 0:
         raise ValueError("cross-validated calibration uses force errors: force_weight is 0")
     if model.n_members < 2:
-        return 1.0
+        return {"forces": 1.0, "energy": 1.0}
     if len(frames) < 2:
         raise ValueError("cross-validated calibration needs at least 2 training structures")
     rows = []
-    for k, atoms in enumerate(frames):
-        require_labels(atoms, energy=True, forces=True, where=f"training structure {k}")
-        A, y, w = design_rows(model.descriptor, [atoms], model.config)
-        rows.append((A, y, w, 1 + 3 * len(atoms)))  # energy row first, then the forces
+    starts = range(0, len(frames), config.batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="calibration rows", unit="batch")
+    for start in starts:
+        chunk = list(frames[start : start + config.batch_size])
+        for k, atoms in enumerate(chunk):
+            require_labels(atoms, energy=True, forces=True, where=f"training structure {start + k}")
+        A, y, w, block = design_rows_by_type(model.descriptor, chunk, config, start)
+        bounds = [*np.flatnonzero(block == 0).tolist(), len(block)]
+        for i, j in zip(bounds[:-1], bounds[1:]):  # one structure: energy, forces, stress
+            rows.append((A[i:j], y[i:j], w[i:j], block[i:j]))
     ne = model.normal_equations
     n_rows = sum(int(np.count_nonzero(r[2])) for r in rows)
     if n_rows != ne.n_rows:
@@ -159,15 +255,27 @@ def cross_validated_calibration(
     gen = np.random.default_rng(rng)
     order = gen.permutation(len(frames))
     n_folds = min(int(folds), len(frames))
-    errors, spreads = [], []
-    for fold in np.array_split(order, n_folds):
+    f_err, f_spread, e_err, e_spread = [], [], [], []
+    fold_list = np.array_split(order, n_folds)
+    if progress:
+        from tqdm.auto import tqdm
+
+        fold_list = tqdm(fold_list, desc="calibration folds", unit="fold")
+    for fold in fold_list:
         held = ne.copy()
         for i in fold:
             held.remove(*rows[i][:3])
         draws = model.solve_posterior(held).sample(model.n_members, rng=gen)  # (M, P)
         for i in fold:
-            A, y, _, stop = rows[i]
-            pred = A[1:stop] @ draws.T  # (3N, M): dE/dx of each member, i.e. -F
-            errors.append(pred.mean(axis=1) - y[1:stop])
-            spreads.append(pred.std(axis=1))
-    return _ratio_quantile(np.concatenate(errors), np.concatenate(spreads), coverage)
+            A, y, _, block = rows[i]
+            pred = A @ draws.T  # (rows, M): per-atom energy, dE/dx (= -F), virial per atom
+            err, spread = pred.mean(axis=1) - y, pred.std(axis=1)
+            f_err.append(err[block == 1])
+            f_spread.append(spread[block == 1])
+            e_err.append(err[block == 0])
+            e_spread.append(spread[block == 0])
+    alpha_f = _ratio_quantile(np.concatenate(f_err), np.concatenate(f_spread), coverage)
+    alpha_e = alpha_f
+    if len(frames) >= 5:
+        alpha_e = _ratio_quantile(np.concatenate(e_err), np.concatenate(e_spread), coverage)
+    return {"forces": alpha_f, "energy": alpha_e}

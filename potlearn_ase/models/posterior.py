@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["NormalEquations", "Posterior", "solve_posterior"]
+__all__ = ["NoiseLevels", "NormalEquations", "Posterior", "infer_noise", "solve_posterior"]
 
 
 @dataclass
@@ -71,6 +71,21 @@ class NormalEquations:
         self.Aty += other.Aty
         self.yty += other.yty
         self.n_rows += other.n_rows
+
+    @classmethod
+    def weighted_sum(
+        cls, parts: list[NormalEquations], weights: np.ndarray | list[float]
+    ) -> NormalEquations:
+        """``sum_k weights[k] * parts[k]``: rows of part ``k`` with their weights scaled by
+        ``weights[k]`` (parts with weight 0 are left out, rows included)."""
+        total = cls(parts[0].n_params)
+        for ne, wt in zip(parts, weights):
+            if wt > 0:
+                total.AtA += wt * ne.AtA
+                total.Aty += wt * ne.Aty
+                total.yty += wt * ne.yty
+                total.n_rows += ne.n_rows
+        return total
 
     def copy(self) -> NormalEquations:
         new = NormalEquations(self.n_params)
@@ -165,6 +180,7 @@ def solve_posterior(
     sigma_floor: float = 1e-4,
     unregularised: np.ndarray | None = None,
     max_iter: int = 50,
+    sigma2: float | None = None,
 ) -> Posterior:
     """Posterior of the weights from accumulated normal equations.
 
@@ -180,7 +196,12 @@ def solve_posterior(
         interpolates a handful of labels does not claim zero uncertainty.
     unregularised : np.ndarray, optional
         Boolean mask of parameters with (almost) no prior penalty (e.g. per-element constants).
+    sigma2 : float, optional
+        The noise variance of the weighted rows when it is known (rows weighted by ``1 /
+        sigma`` of their label type, :func:`infer_noise`: 1); default: estimated from the
+        residuals.
     """
+    known = sigma2
     n = ne.n_params
     diag = np.diag(ne.AtA).copy()
     ref = float(np.mean(diag[diag > 0])) if np.any(diag > 0) else 1.0
@@ -211,7 +232,11 @@ def solve_posterior(
         alpha = 1e-3
         for _ in range(max_iter):
             x, gamma, rss = solve(alpha)
-            beta = max(n_rows - gamma, 1.0) / max(rss, sigma_floor**2 * n_rows)
+            beta = (
+                1.0 / known
+                if known is not None
+                else max(n_rows - gamma, 1.0) / max(rss, sigma_floor**2 * n_rows)
+            )
             new_alpha = gamma / max(float(x @ (prior * x)), 1e-30) / beta
             new_alpha = float(np.clip(new_alpha, 1e-10, 1e6))
             if abs(np.log(new_alpha / alpha)) < 1e-3:
@@ -223,9 +248,137 @@ def solve_posterior(
     else:
         raise ValueError(f"lam must be a number or 'evidence', got {lam!r}")
     x, gamma, rss = solve(alpha)
-    sigma2 = max(rss / max(n_rows - gamma, 1.0), sigma_floor**2)
+    sigma2 = known if known is not None else max(rss / max(n_rows - gamma, 1.0), sigma_floor**2)
     Hr = H + alpha * np.diag(prior)
     cov_scaled = sigma2 * np.linalg.inv(Hr)
     mean = x / scale
     cov = cov_scaled / np.outer(scale, scale)
     return Posterior(mean=mean, cov=0.5 * (cov + cov.T), sigma2=sigma2, lam=alpha, n_eff=gamma)
+
+
+@dataclass
+class NoiseLevels:
+    """Per-label-type noise levels inferred by evidence maximisation.
+
+    Attributes
+    ----------
+    sigma : np.ndarray
+        ``(n_blocks,)`` noise standard deviation of each block, in its row units (NaN for a
+        block without rows).
+    lam : float
+        The prior precision at the optimum, relative to the noise-weighted scaled features
+        (the ``lam`` of :func:`solve_posterior` for rows weighted by ``1 / sigma``).
+    n_eff : np.ndarray
+        ``(n_blocks,)`` effective number of parameters each block determines.
+    iterations : int
+        Fixed-point iterations used.
+    """
+
+    sigma: np.ndarray
+    lam: float
+    n_eff: np.ndarray
+    iterations: int
+    temper: np.ndarray
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Row weights ``sqrt(temper) / sigma`` of each block (0 for a block without rows)."""
+        ok = np.isfinite(self.sigma)
+        return np.where(ok, np.sqrt(self.temper) / np.where(ok, self.sigma, 1.0), 0.0)
+
+
+def infer_noise(
+    blocks: list[NormalEquations],
+    *,
+    lam: float | str = "evidence",
+    sigma_floor: np.ndarray | float = 1e-6,
+    unregularised: np.ndarray | None = None,
+    temper: np.ndarray | None = None,
+    max_iter: int = 2000,
+    tol: float = 1e-7,
+) -> NoiseLevels:
+    """Noise level of each block of rows (energies, forces, stress) by type-II maximum likelihood.
+
+    Each block ``b`` holds unit-weight rows with its own Gaussian noise precision
+    ``beta_b``; the weights have the prior ``N(0, (lam D)^-1)`` on features scaled by the
+    noise-weighted design (``D``). MacKay's fixed point is iterated: solve the posterior,
+    then ``beta_b = (n_b - gamma_b) / rss_b`` with ``gamma_b = beta_b tr(Sigma H_b)`` the
+    parameters block ``b`` determines, and (with ``lam="evidence"``)
+    ``lam = gamma / |x|^2``. At the fixed point, :func:`solve_posterior` on the blocks
+    summed with weights ``temper_b / sigma_b^2`` and ``sigma2=1`` returns the same posterior.
+
+    ``temper`` raises each block's likelihood to a power ``kappa_b`` in ``(0, 1]`` (a tempered
+    likelihood, as generalised Bayesian inference uses for a model that cannot fit its data
+    exactly): its rows then count as ``kappa_b n_b`` observations; ``kappa_b = structures /
+    rows`` gives every label type the weight of its structures. The noise estimate stays per
+    row, ``sigma_b^2 = rss_b / (n_b - gamma_b)``.
+
+    Parameters
+    ----------
+    blocks : list of NormalEquations
+        One accumulator per label type, rows added with unit weight.
+    lam : float or "evidence"
+        Fixed prior precision, or maximise the evidence over it too.
+    sigma_floor : float or array
+        Smallest noise standard deviation of each block (row units).
+    unregularised : np.ndarray, optional
+        Boolean mask of parameters without prior penalty.
+    temper : np.ndarray, optional
+        ``(n_blocks,)`` likelihood powers ``kappa_b`` (default 1: independent rows).
+    """
+    if not blocks:
+        raise ValueError("infer_noise needs at least one block of rows")
+    n = blocks[0].n_params
+    floor = np.broadcast_to(np.asarray(sigma_floor, dtype=np.float64), (len(blocks),))
+    live = [k for k, b in enumerate(blocks) if b.n_rows > 0]
+    kappa = np.ones(len(blocks)) if temper is None else np.asarray(temper, dtype=np.float64)
+    if not live:
+        raise ValueError("infer_noise: no block holds any row")
+    prior = np.ones(n)
+    if unregularised is not None:
+        prior[np.asarray(unregularised, dtype=bool)] = 1e-6
+    # start from each block's mean square label: a weighting that does not favour any block
+    beta = np.zeros(len(blocks))
+    for k in live:
+        b = blocks[k]
+        beta[k] = b.n_rows / max(b.yty, floor[k] ** 2 * b.n_rows, 1e-300)
+    alpha = 1e-3 if lam == "evidence" else float(lam)  # type: ignore[arg-type]
+    if lam != "evidence" and not isinstance(lam, (int, float)):
+        raise ValueError(f"lam must be a number or 'evidence', got {lam!r}")
+    gam = np.zeros(len(blocks))
+    iterations = 0
+    for iterations in range(1, max_iter + 1):  # noqa: B007 (reported below)
+        Hw = sum(kappa[k] * beta[k] * blocks[k].AtA for k in live)
+        bw = sum(kappa[k] * beta[k] * blocks[k].Aty for k in live)
+        diag = np.diag(Hw).copy()
+        ref = float(np.mean(diag[diag > 0])) if np.any(diag > 0) else 1.0
+        s = np.sqrt(np.maximum(diag, 1e-12 * ref))
+        ss = np.outer(s, s)
+        Hr = Hw / ss + alpha * np.diag(prior)
+        Sigma = np.linalg.inv(0.5 * (Hr + Hr.T))
+        x = Sigma @ (bw / s)
+        new_beta = beta.copy()
+        for k in live:
+            b = blocks[k]
+            Hk = b.AtA / ss
+            bk = b.Aty / s
+            rss = max(b.yty - 2.0 * float(x @ bk) + float(x @ Hk @ x), 0.0)
+            gam[k] = kappa[k] * beta[k] * float(np.sum(Sigma * Hk))
+            dof = max(b.n_rows - gam[k], 1.0)
+            new_beta[k] = dof / max(rss, floor[k] ** 2 * dof)
+        new_alpha = alpha
+        if lam == "evidence":
+            new_alpha = float(gam.sum()) / max(float(x @ (prior * x)), 1e-30)
+            new_alpha = float(np.clip(new_alpha, 1e-10, 1e6))
+        change = max(
+            float(np.max(np.abs(np.log(new_beta[live] / beta[live])))),
+            abs(np.log(new_alpha / alpha)),
+        )
+        beta, alpha = new_beta, new_alpha
+        if change < tol:
+            break
+    sigma = np.full(len(blocks), np.nan)
+    sigma[live] = 1.0 / np.sqrt(beta[live])
+    return NoiseLevels(
+        sigma=sigma, lam=alpha, n_eff=gam.copy(), iterations=iterations, temper=kappa.copy()
+    )

@@ -8,6 +8,7 @@ hyperparameters, the model's hyperparameters, the calibration factor and trainin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,6 +22,8 @@ from potlearn_ase.errors import ModelFormatError
 from potlearn_ase.models.base import CommitteeModel
 
 __all__ = [
+    "file_sha256",
+    "model_fingerprint",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "load_model",
@@ -35,7 +38,11 @@ _REQUIRED = ("format", "format_version", "kind", "elements", "descriptor", "hype
 
 
 def model_state(
-    model: CommitteeModel, *, calibration: float = 1.0, metrics: dict[str, Any] | None = None
+    model: CommitteeModel,
+    *,
+    calibration: float = 1.0,
+    metrics: dict[str, Any] | None = None,
+    energy_calibration: float | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """JSON-able header and named tensors that rebuild ``model`` exactly."""
     header = {
@@ -46,6 +53,7 @@ def model_state(
         "descriptor": model.descriptor.todict(),
         "hyperparameters": model.hyperparameters(),
         "calibration": float(calibration),
+        **({} if energy_calibration is None else {"energy_calibration": float(energy_calibration)}),
         "metrics": metrics or {},
     }
     tensors: dict[str, torch.Tensor] = {}
@@ -167,9 +175,12 @@ def save_model(
     *,
     calibration: float = 1.0,
     metrics: dict[str, Any] | None = None,
+    energy_calibration: float | None = None,
 ) -> Path:
     """Write ``model`` to ``path`` atomically (a temporary file, then a rename)."""
-    header, tensors = model_state(model, calibration=calibration, metrics=metrics)
+    header, tensors = model_state(
+        model, calibration=calibration, metrics=metrics, energy_calibration=energy_calibration
+    )
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"header": json.dumps(header, default=_json_default), "tensors": tensors}, tmp)
@@ -217,3 +228,22 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"cannot store {type(obj).__name__} in a model header")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_fingerprint(model: CommitteeModel) -> str:
+    """A digest of the model's parameters: it changes when the model is updated in place."""
+    h = hashlib.sha1()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    h.update(str(id(model.active_set)).encode())
+    return h.hexdigest()

@@ -224,7 +224,8 @@ def fit_linear_mpi(
         same BLAS threads); the traffic is one ``n_params^2`` matrix per chunk. False: each
         rank sums its own chunks and one ``Allreduce`` adds the ranks' sums (least traffic;
         the summation order differs from the serial fit, which the ill-conditioned solve can
-        amplify to ~1e-7 relative in poorly determined coefficients).
+        amplify to ~1e-7 relative in poorly determined coefficients). A fit that infers
+        its noise levels (no weight given) always sums per rank.
     progress : bool
         A progress bar (stderr) of the accumulation, on rank 0.
 
@@ -237,7 +238,23 @@ def fit_linear_mpi(
     comm = world() if comm is None else comm
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     S, K = len(descriptor.elements), descriptor.n_features
-    if comm is not None and size > 1 and ordered:
+    noise = None
+    if not config.infers_noise:
+        config = config.fixed()
+    if config.infers_noise:  # per-label-type sums, added over the ranks, then the noise levels
+        from potlearn_ase.models.noise import LabelBlocks, accumulate_blocks, resolve_noise
+
+        blocks = LabelBlocks.empty(S * (K + 1))
+        shares = list(_share(len(frames), rank, size, config.batch_size))
+        for start, stop in _bar(shares, progress and rank == 0, "accumulating"):
+            accumulate_blocks(
+                descriptor, list(frames[start:stop]), config, first_index=start, blocks=blocks
+            )
+        blocks.parts = [reduce_normal_equations(ne, comm) for ne in blocks.parts]
+        if comm is not None and size > 1:
+            blocks.structures = np.asarray(comm.allreduce(blocks.structures))
+        config, ne, noise = resolve_noise(blocks, S, config)
+    elif comm is not None and size > 1 and ordered:
         ne = _ordered_reduce(descriptor, frames, config, comm, progress)
     else:
         ne = NormalEquations(S * (K + 1))
@@ -252,6 +269,7 @@ def fit_linear_mpi(
         normal_equations=ne,
         config=config,
     )
+    model.noise = noise
     if rank == 0:
         model.draw_members(np.random.default_rng(rng))
         solved: tuple[Any, Any] | None = (model.coef.cpu().numpy(), model.posterior)

@@ -165,3 +165,31 @@ def test_runs_ase_md_and_conserves_energy(calc):
     e0 = atoms.get_total_energy()
     dyn.run(50)
     assert abs(atoms.get_total_energy() - e0) < 2e-3 * len(atoms)
+
+
+def test_energy_calibration_scales_energy_std_only(tmp_path, rattled_cu):
+    """Forces and stress use ``calibration``, energies ``energy_calibration``; both are saved."""
+    import numpy as np
+
+    from potlearn_ase.calculators.committee import CommitteeCalculator, committee_results, load
+    from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+    from potlearn_ase.models import LinearCommittee
+
+    desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=4.0, n_radial=3, l_max=1))
+    coef = np.random.default_rng(0).normal(scale=0.1, size=(4, 1, desc.n_features + 1))
+    model = LinearCommittee(desc, coef)
+    pred = model.predict(rattled_cu)
+    res = committee_results(pred, 2.0, energy_calibration=3.0)
+    assert res["energy_std"] == pytest.approx(3.0 * pred["energy"].std())
+    np.testing.assert_allclose(res["forces_std"], 2.0 * pred["forces"].std(0))
+    np.testing.assert_allclose(res["stress_std"], 2.0 * pred["stress"].std(0))
+    assert committee_results(pred, 2.0)["energy_std"] == pytest.approx(2.0 * pred["energy"].std())
+    calc = CommitteeCalculator(model=model, calibration=2.0, energy_calibration=3.0)
+    calc.save(tmp_path / "m.pt")
+    for again in (load(tmp_path / "m.pt"), CommitteeCalculator(**calc.todict())):
+        assert (again.calibration, again.energy_calibration) == (2.0, 3.0)
+        atoms = rattled_cu.copy()
+        atoms.calc = again
+        atoms.get_potential_energy()
+        assert again.results["energy_std"] == pytest.approx(res["energy_std"])
+        assert again.results["energy_calibration"] == 3.0

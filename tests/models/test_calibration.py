@@ -86,3 +86,22 @@ def test_calibrate_falls_back_to_one_when_no_held_out_errors_exist(cu_train, cap
     assert on == "cross-validation" and alpha > 1.0
     alpha_val, on_val = calibrate(model, cu_train[:4], cu_train[10:12])
     assert on_val == "validation" and alpha_val > 0
+
+
+def test_energies_get_their_own_cross_validated_factor(cu_train, cu_test):
+    from potlearn_ase.models import cross_validated_factors, fit_calibration_factors
+
+    # inferred weights: the per-type noise levels make the energy spread meaningful
+    desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=6, l_max=2))
+    fitted = fit_linear(desc, cu_train, LinearFitConfig(n_members=8, weights="inferred"), rng=0)
+
+    factors = cross_validated_factors(fitted, cu_train)
+    assert factors["forces"] == pytest.approx(cross_validated_calibration(fitted, cu_train))
+    val = fit_calibration_factors(fitted, cu_test)
+    assert val["forces"] == pytest.approx(fit_calibration(fitted, cu_test))
+    # the energy factor covers the held-out energies about as often as a one-sigma interval
+    e_err = np.array([fitted.predict(a)["energy"].mean() - a.get_potential_energy()
+                      for a in cu_test])
+    e_std = np.array([fitted.predict(a)["energy"].std() for a in cu_test])
+    coverage = float(np.mean(np.abs(e_err) <= factors["energy"] * e_std))
+    assert 0.4 < coverage < 0.95, coverage

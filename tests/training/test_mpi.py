@@ -90,10 +90,15 @@ def _assert_same_model(a: Path, b: Path, rtol: float = 1e-10) -> None:
 
 @needs_mpi
 @pytest.mark.parametrize(
-    "kind, extra",
-    [("linear", ["--batch-size", "2"]), ("neural", _NEURAL + ["--val", "val.xyz"])],
+    "kind, extra, rtol",
+    [
+        # the default linear fit infers its noise levels from per-rank sums of the label
+        # blocks, added over the ranks: equal to serial up to rounding, not bit for bit
+        ("linear", ["--batch-size", "2"], 1e-7),
+        ("neural", _NEURAL + ["--val", "val.xyz"], 1e-10),
+    ],
 )
-def test_mpiexec_two_ranks_equals_serial(data_dir, kind, extra):
+def test_mpiexec_two_ranks_equals_serial(data_dir, kind, extra, rtol):
     args = ["train", "train.xyz", "--kind", kind, *_COMMON, *extra]
     _run([sys.executable, "-c", _SERIAL, *args, "-o", f"{kind}-serial.pt"], data_dir)
     out = _run(
@@ -112,7 +117,7 @@ def test_mpiexec_two_ranks_equals_serial(data_dir, kind, extra):
     )
     summary = json.loads(out.stdout)  # only rank 0 prints
     assert summary["mpi_ranks"] == 2
-    _assert_same_model(data_dir / f"{kind}-serial.pt", data_dir / f"{kind}-mpi.pt")
+    _assert_same_model(data_dir / f"{kind}-serial.pt", data_dir / f"{kind}-mpi.pt", rtol)
     # a different seed gives a different committee, so the comparison above can fail
     _run(
         [sys.executable, "-c", _SERIAL, *args[:-2], "--seed", "8", "-o", f"{kind}-s8.pt"], data_dir
