@@ -10,7 +10,7 @@ which also holds the labels made after the last checkpoint.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -45,10 +45,12 @@ class CheckpointMixin:
         assert self._history_log is not None
         self._history_log.append(self.state.history[self._history_saved :])
         self._history_saved = len(self.state.history)
-        state = asdict(self.state)
-        state.pop("history")  # streamed to history.jsonl
+        # not asdict(self.state): it would copy the whole history at every checkpoint
+        skip = {"history"}  # streamed to history.jsonl
         if getattr(self, "_ratios_in_store", True):
-            state.pop("ratios")  # each label's are in its provenance
+            skip.add("ratios")  # each label's are in its provenance
+        state = {f.name: getattr(self.state, f.name) for f in fields(self.state)
+                 if f.name not in skip}
         state["history_file"] = self._history_log.path.name
         state["trigger"] = self.trigger.state_dict()
         state["rng"] = self._rng.bit_generator.state

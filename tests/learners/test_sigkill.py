@@ -27,5 +27,5 @@ def test_five_sigkills_lose_and_repeat_nothing(tmp_path):
     assert report["lost_labels"] == 0 and report["repeated_calls"] == 0
     assert report["duplicate_store_records"] == 0
     assert report["counters_equal"], report["counters"]
-    assert report["labels"] >= 10  # the kills landed in a run that labels, not an idle one
+    assert report["labels"] >= 5  # the kills landed in a run that labels, not an idle one
     assert proc.returncode == 0
