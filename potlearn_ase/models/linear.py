@@ -85,22 +85,24 @@ def design_rows(
         )
     with threads_for(sum(len(a) for a in frames), getattr(descriptor, "device", "cpu")):
         outputs = _linear_terms(descriptor, frames)
-    for atoms, labels, (e_row, dEdx, dEde, species) in zip(frames, all_labels, outputs):
+    for atoms, labels, (e_row, dEdx, dEde, species, core) in zip(frames, all_labels, outputs):
         n = len(atoms)
+        # a baseline outside the linear part (a core repulsion) is subtracted from the labels
+        e_core, dx_core, de_core = core if core is not None else (0.0, 0.0, np.zeros((3, 3)))
         counts = np.bincount(species, minlength=S).astype(np.float64)
         A_e = np.zeros(n_par)
         for s in range(S):
             A_e[s * (K + 1)] = counts[s]
             A_e[s * (K + 1) + 1 : (s + 1) * (K + 1)] = e_row[s]
         rows_A.append(A_e[None] / n)
-        rows_y.append(np.array([labels["energy"] / n]))
+        rows_y.append(np.array([(labels["energy"] - e_core) / n]))
         rows_w.append(np.array([config.energy_weight**2]))
         if config.force_weight > 0:
             A_f = np.zeros((n * 3, n_par))
             for s in range(S):
                 A_f[:, s * (K + 1) + 1 : (s + 1) * (K + 1)] = dEdx[:, :, s, :].reshape(n * 3, K)
             rows_A.append(A_f)
-            rows_y.append(-np.asarray(labels["forces"]).reshape(-1))
+            rows_y.append(-(np.asarray(labels["forces"]) + dx_core).reshape(-1))
             rows_w.append(np.full(n * 3, config.force_weight**2))
         if config.stress_weight > 0 and "stress" in labels and atoms.pbc.all():
             V = abs(atoms.cell.volume)
@@ -110,21 +112,24 @@ def design_rows(
                 for s in range(S):
                     A_s[v, s * (K + 1) + 1 : (s + 1) * (K + 1)] = sym[s] / n
             rows_A.append(A_s)
-            rows_y.append(np.asarray(labels["stress"]).reshape(6) * V / n)
+            core_virial = np.array([0.5 * (de_core[a, b] + de_core[b, a]) for a, b in _VOIGT])
+            rows_y.append((np.asarray(labels["stress"]).reshape(6) * V - core_virial) / n)
             rows_w.append(np.full(6, config.stress_weight**2))
     return np.concatenate(rows_A), np.concatenate(rows_y), np.concatenate(rows_w)
 
 
 def _linear_terms(
     descriptor: Descriptor, frames: Sequence[Atoms]
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """``linear_terms`` of each structure, batched when the descriptor can batch."""
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]]:
+    """``linear_terms`` of each structure, batched when the descriptor can batch, and its
+    baseline ``(energy, dE/dx, dE/dstrain)`` when the descriptor carries one (else None)."""
     compute_batch = getattr(descriptor, "compute_batch", None)
     result = []
     if compute_batch is not None and len(frames) > 1:
         out = compute_batch(frames)
         e_rows, dEdx, dEde = out.linear_terms()
         species = out.species.cpu().numpy()
+        cores = _baseline_parts(out, [len(a) for a in frames])
         start = 0
         for b, atoms in enumerate(frames):
             n = len(atoms)
@@ -134,6 +139,7 @@ def _linear_terms(
                     dEdx[start : start + n].cpu().numpy(),
                     dEde[b].cpu().numpy(),
                     species[start : start + n],
+                    cores[b],
                 )
             )
             start += n
@@ -141,10 +147,26 @@ def _linear_terms(
     for atoms in frames:
         o = descriptor.compute(atoms)
         e_row, dx, de = o.linear_terms()
+        core = _baseline_parts(getattr(o, "batch_output", o), [len(atoms)])[0]
         result.append(
-            (e_row.cpu().numpy(), dx.cpu().numpy(), de.cpu().numpy(), o.species.cpu().numpy())
+            (e_row.cpu().numpy(), dx.cpu().numpy(), de.cpu().numpy(), o.species.cpu().numpy(),
+             core)
         )
     return result
+
+
+def _baseline_parts(out: Any, sizes: list[int]) -> list[Any]:
+    """Per structure ``(energy, dE/dx, dE/dstrain)`` of a descriptor output's baseline."""
+    e_atoms = getattr(out, "baseline_energies", None)
+    if e_atoms is None:
+        return [None] * len(sizes)
+    e = e_atoms.cpu().numpy()
+    dx = out.baseline_dx.cpu().numpy()
+    de = out.baseline_dstrain.cpu().numpy().reshape(len(sizes), 3, 3)
+    bounds = np.cumsum([0, *sizes])
+    return [
+        (float(e[a:b].sum()), dx[a:b], de[k]) for k, (a, b) in enumerate(zip(bounds, bounds[1:]))
+    ]
 
 
 class LinearCommittee(CommitteeModel):
