@@ -73,51 +73,84 @@ class FullACEBatchOutput:
         return e.index_add(0, self.batch, self.baseline_energies)
 
     # ------------------------------------------------------------------ derivatives
-    def _scatter(self, dEdr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``dE/dr_ij (n, k, 3, M)`` -> ``dE/dx (M, n, 3)``, ``dE/dstrain (M, B, 3, 3)``."""
+    def _scatter(
+        self, dEdr: torch.Tensor, start: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``dE/dr_ij (n_c, k, 3, M)`` of the centres ``start .. start + n_c`` ->
+        ``dE/dx (M, n, 3)``, ``dE/dstrain (M, B, 3, 3)``."""
         nb = self.neighbours
-        n, k, _, M = dEdr.shape
-        dEdx = (-dEdr.sum(1)).index_add(0, nb.neighbour.reshape(-1), dEdr.reshape(n * k, 3, M))
-        r = self.base["r"]
-        per_atom = torch.einsum("ikc,ikdm->imcd", r, dEdr)
+        n_c, k, _, M = dEdr.shape
+        stop = start + n_c
+        dEdx = dEdr.new_zeros(nb.n_atoms, 3, M)
+        dEdx = dEdx.index_add(0, torch.arange(start, stop, device=dEdr.device), -dEdr.sum(1))
+        dEdx = dEdx.index_add(0, nb.neighbour[start:stop].reshape(-1), dEdr.reshape(-1, 3, M))
+        per_atom = torch.einsum("ikc,ikdm->imcd", self.base["r"][start:stop], dEdr)
         if self.n_structures == 1:
             dEde = per_atom.sum(0)[:, None]
         else:
-            dEde = per_atom.new_zeros(self.n_structures, M, 3, 3).index_add(0, nb.batch, per_atom)
-            dEde = dEde.permute(1, 0, 2, 3)
+            dEde = per_atom.new_zeros(self.n_structures, M, 3, 3)
+            dEde = dEde.index_add(0, nb.batch[start:stop], per_atom).permute(1, 0, 2, 3)
         return dEdx.permute(2, 0, 1), dEde
 
-    def _pair_dEdr(self, dA: torch.Tensor | None, G1: torch.Tensor | None) -> torch.Tensor:
-        """``dE/dr_ij (n, k, 3, M)`` from ``dE/dA (n_base, n, M)`` and pair-feature
-        cotangents ``G1 (M, n, S * n_pair)``."""
+    def _base_jacobian(self, start: int, stop: int) -> torch.Tensor:
+        """``(n_c, 4 k, n_base)``: per pair, ``d(R_nl Y_lm)/dr`` as ``(R' Y, (R/d) grad_T Y)``
+        (the first row multiplies ``u``), for the centres ``start .. stop``."""
+        desc, b = self.descriptor, self.base
+        rp = b["radial_pair"][start:stop]  # (n_c, k, 2, N_R)
+        Y = b["Y"][start:stop]
+        gY = b["gradY"][start:stop]
+        blocks = []
+        col = 0
+        for l, nl in enumerate(desc.n_of_l):
+            sl = slice(l * l, (l + 1) ** 2)
+            q0 = rp[:, :, 0, col : col + nl, None] * Y[:, :, None, sl]  # (n_c, k, nl, w)
+            q1 = rp[:, :, 1, None, col : col + nl, None] * gY[:, :, :, None, sl]  # (.., 3, nl, w)
+            blocks.append(torch.cat([q0[:, :, None], q1], 2).flatten(3))
+            col += nl
+        Q = torch.cat(blocks, 3)  # (n_c, k, 4, N_A)
+        return Q.reshape(Q.shape[0], -1, Q.shape[3])
+
+    def _chunk(self, M: int) -> int:
+        k = self.neighbours.max_nb
+        n_base = self.descriptor.tree.n_base
+        return max(1, _PAIR_ELEMENTS // max(1, 4 * k * (n_base + M)))
+
+    def _derivatives(
+        self, dA: torch.Tensor | None, G1: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Position and strain derivatives from ``dE/dA (n_base, n, M)`` and pair-feature
+        cotangents ``G1 (M, n, S * n_pair)``, in chunks of centre atoms."""
         if "dg" not in self.base:
             raise RuntimeError("computed without derivatives; call compute(..., derivatives=True)")
         desc, b = self.descriptor, self.base
         nb = self.neighbours
         n, k = nb.n_atoms, nb.max_nb
-        M = (dA.shape[2] if dA is not None else G1.shape[0])  # type: ignore[union-attr]
-        u = b["u"]
-        radial = u.new_zeros(n, k, M)
-        vec = u.new_zeros(n, k, 3, M)
-        if dA is not None and desc.l_top >= 0:
-            col = 0
-            for l, nl in enumerate(desc.n_of_l):
-                w = 2 * l + 1
-                o = int(desc.base_offsets[l])
-                H = dA[o : o + nl * w].view(nl, w, n, M).permute(2, 0, 1, 3).reshape(n, nl, w * M)
-                rp = b["radial_pair"][..., col : col + nl].reshape(n, 2 * k, nl)
-                T = torch.bmm(rp, H).view(n, k, 2, w, M)
-                Yl = b["Y"][..., l * l : (l + 1) ** 2]
-                radial = radial + torch.einsum("ikq,ikqm->ikm", Yl, T[:, :, 0])
-                gl = b["gradY"][..., l * l : (l + 1) ** 2]
-                vec = vec + torch.einsum("ikcq,ikqm->ikcm", gl, T[:, :, 1])
-                col += nl
+        M = dA.shape[2] if dA is not None else G1.shape[0]  # type: ignore[union-attr]
+        H = dA.permute(1, 0, 2) if dA is not None and desc.l_top >= 0 else None
+        Gs = None
         if G1 is not None:
             S, P = desc.n_species, desc.n_pair
             Gs = G1.reshape(M, n, S, P).permute(1, 2, 3, 0)  # (n, S, P, M)
-            Gn = Gs[torch.arange(n, device=u.device)[:, None], b["sj"]]  # (n, k, P, M)
-            radial = radial + torch.einsum("ikp,ikpm->ikm", b["dg"], Gn)
-        return u[..., None] * radial[:, :, None, :] + vec
+        dx = b["u"].new_zeros(M, n, 3)
+        de = b["u"].new_zeros(M, self.n_structures, 3, 3)
+        step = self._chunk(M)
+        for a in range(0, n, step):
+            c = min(n, a + step)
+            u = b["u"][a:c]
+            radial = u.new_zeros(c - a, k, M)
+            vec = None
+            if H is not None:
+                T = torch.bmm(self._base_jacobian(a, c), H[a:c]).view(c - a, k, 4, M)
+                radial = radial + T[:, :, 0]
+                vec = T[:, :, 1:]
+            if Gs is not None:
+                Gn = Gs[torch.arange(a, c, device=u.device)[:, None], b["sj"][a:c]]
+                radial = radial + torch.einsum("ikp,ikpm->ikm", b["dg"][a:c], Gn)
+            dEdr = u[..., None] * radial[:, :, None, :]
+            dEdr = dEdr if vec is None else dEdr + vec
+            dxc, dec = self._scatter(dEdr, a)
+            dx, de = dx + dxc, de + dec
+        return dx, de
 
     def vjp(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Derivatives of ``M`` member energies by positions and strain.
@@ -134,18 +167,10 @@ class FullACEBatchOutput:
         """
         desc = self.descriptor
         K1 = desc.n_species * desc.n_pair
-        n, k = self.neighbours.n_atoms, self.neighbours.max_nb
-        step = max(1, _PAIR_ELEMENTS // max(1, n * k * 2 * (2 * max(desc.l_top, 0) + 1)))
-        dx_parts, de_parts = [], []
-        for m0 in range(0, G.shape[0], step):
-            Gm = G[m0 : m0 + step]
-            dA = None
-            if desc.tree.n_features:
-                dA = desc.tree.backward(self.products, Gm[..., K1:].permute(2, 1, 0))
-            dx, de = self._scatter(self._pair_dEdr(dA, Gm[..., :K1]))
-            dx_parts.append(dx)
-            de_parts.append(de)
-        return torch.cat(dx_parts), torch.cat(de_parts)
+        dA = None
+        if desc.tree.n_features:
+            dA = desc.tree.backward(self.products, G[..., K1:].permute(2, 1, 0))
+        return self._derivatives(dA, G[..., :K1])
 
     def linear_vjp(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`vjp` for element-wise linear weights ``W (M, n_species, K)``."""
@@ -174,7 +199,7 @@ class FullACEBatchOutput:
         # pair features: dB[i, (t, p)]/dr_ij = [s_j = t] g'_p(r_ij) u_ij, seeds (s, t, p)
         radial = torch.einsum("is,ikt,ikp->ikstp", onehot, b["onehot_j"], b["dg"])
         dEdr = b["u"][..., :, None] * radial.reshape(n, -1, S * K1)[:, :, None, :]
-        dx, de = self._scatter(dEdr)
+        dx, de = self._scatter(dEdr.reshape(n, -1, 3, S * K1))
         dEdx[..., :K1] = dx.reshape(S, K1, n, 3).permute(2, 3, 0, 1)
         dEde[..., :K1] = de.reshape(S, K1, self.n_structures, 3, 3).permute(2, 3, 4, 0, 1)
         K2 = K - K1
@@ -187,7 +212,7 @@ class FullACEBatchOutput:
                     k1 = min(K2, k0 + step)
                     G = (eye[k0:k1, None, :] * mask[None, :, None]).permute(2, 1, 0)
                     dA = desc.tree.backward(self.products, G)
-                    dx, de = self._scatter(self._pair_dEdr(dA, None))
+                    dx, de = self._derivatives(dA, None)
                     dEdx[:, :, s, K1 + k0 : K1 + k1] = dx.permute(1, 2, 0)
                     dEde[:, :, :, s, K1 + k0 : K1 + k1] = de.permute(1, 2, 3, 0)
         return energy_rows, dEdx, dEde
