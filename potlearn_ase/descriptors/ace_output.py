@@ -205,7 +205,7 @@ class FullACEBatchOutput:
         K2 = K - K1
         if K2:
             eye = torch.eye(K2, dtype=dt, device=self.features.device)
-            step = 64
+            step = K2  # every seed at once: the pair Jacobian is built once per species
             for s in range(S):
                 mask = onehot[:, s]
                 for k0 in range(0, K2, step):

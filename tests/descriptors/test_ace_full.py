@@ -165,7 +165,7 @@ def test_power_spectrum_span_is_the_two_body_part():
                 keep.append(n_rad + l * len(iu[0]) + k)
     rng = np.random.default_rng(5)
     rows_old, rows_new = [], []
-    for s in range(12):
+    for _ in range(12):
         atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
         atoms.rattle(0.25, seed=int(rng.integers(1 << 30)))
         rows_old.append(old.compute(atoms, derivatives=False).features.numpy()[:, keep])
@@ -217,3 +217,55 @@ def test_todict_round_trip_and_old_files_load_as_power_spectrum():
 def test_bad_settings_are_config_errors_naming_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         FullACEDescriptor(["Cu", "Au"], FullACEConfig(**kwargs))
+
+
+def test_design_rows_agree_with_the_vjp():
+    frames = [_cuau(compressed=True), bulk("Au", "fcc", a=4.1).repeat((2, 2, 1))]
+    frames[1].rattle(0.1, seed=2)
+    desc = _desc(4)
+    out = desc.compute_batch(frames)
+    e_rows, dEdx, dEde = out.linear_terms()
+    W = torch.randn(1, 2, desc.n_features, dtype=torch.float64)
+    dx, de = out.linear_vjp(W)
+    torch.testing.assert_close(torch.einsum("nxsk,sk->nx", dEdx, W[0]), dx[0])
+    torch.testing.assert_close(torch.einsum("bxysk,sk->bxy", dEde, W[0]), de[0])
+    energy = (W[0, out.species] * out.features).sum(1)
+    per_structure = energy.new_zeros(2).index_add(0, out.batch, energy)
+    torch.testing.assert_close(torch.einsum("bsk,sk->b", e_rows, W[0]), per_structure)
+
+
+def test_fitted_cuau_model_keeps_atoms_apart_in_1500_k_md():
+    """A fresh linear fit to EMT Cu-Au, run hot: the core keeps every pair above 1.2 A."""
+    from ase import units
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from potlearn_ase.calculators import CommitteeCalculator
+    from potlearn_ase.models import LinearFitConfig, fit_linear
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for k in range(24):
+        atoms = bulk("Cu", "fcc", a=3.75 + 0.05 * rng.normal(), cubic=True).repeat((2, 2, 2))
+        atoms.numbers[rng.permutation(len(atoms))[:12]] = 79
+        atoms.rattle(0.05 + 0.15 * k / 24, seed=k)
+        atoms.calc = EMT()
+        labels = dict(energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
+                      stress=atoms.get_stress())
+        atoms.calc = SinglePointCalculator(atoms, **labels)
+        frames.append(atoms)
+    desc = FullACEDescriptor(["Cu", "Au"], FullACEConfig(cutoff=4.5, correlation_order=3,
+                                                         max_degree=(6.0, 8.0, 6.0)))
+    model = fit_linear(desc, frames, LinearFitConfig(n_members=2), rng=0)
+    atoms = frames[0].copy()
+    atoms.calc = CommitteeCalculator(model=model)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=1500, rng=np.random.default_rng(1))
+    dyn = Langevin(atoms, 2.0 * units.fs, temperature_K=1500, friction=0.02,
+                   rng=np.random.default_rng(2))
+    closest = []
+    dyn.attach(lambda: closest.append(atoms.get_all_distances(mic=True)[np.triu_indices(32, 1)]
+                                      .min()), interval=5)
+    dyn.run(300)
+    assert min(closest) > 1.2, min(closest)
