@@ -113,34 +113,59 @@ class FullACEBatchOutput:
     def _chunk(self, M: int) -> int:
         k = self.neighbours.max_nb
         n_base = self.descriptor.tree.n_base
-        return max(1, _PAIR_ELEMENTS // max(1, 4 * k * (n_base + M)))
+        E = int(self.descriptor.tree.jacobian_base.numel())
+        return max(1, _PAIR_ELEMENTS // max(1, 4 * k * (n_base + M + E) + n_base * M))
 
     def _derivatives(
-        self, dA: torch.Tensor | None, G1: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Position and strain derivatives from ``dE/dA (n_base, n, M)`` and pair-feature
-        cotangents ``G1 (M, n, S * n_pair)``, in chunks of centre atoms."""
+        self,
+        dA: torch.Tensor | None,
+        G1: torch.Tensor | None,
+        *,
+        jacobian: bool = False,
+        masks: list[torch.Tensor] | None = None,
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Position and strain derivatives, in chunks of centre atoms.
+
+        From ``dE/dA (n_base, n, M)`` (or, with ``jacobian``, the Jacobian ``dB/dA`` of the
+        product features: ``M = K``) and pair-feature cotangents ``G1 (M, n, S * n_pair)``.
+        One ``(dE/dx (M, n, 3), dE/dstrain (M, B, 3, 3))`` per centre mask in ``masks``
+        (default: one, all atoms).
+        """
         if "dg" not in self.base:
             raise RuntimeError("computed without derivatives; call compute(..., derivatives=True)")
         desc, b = self.descriptor, self.base
         nb = self.neighbours
         n, k = nb.n_atoms, nb.max_nb
-        M = dA.shape[2] if dA is not None else G1.shape[0]  # type: ignore[union-attr]
+        if jacobian:
+            M = desc.tree.n_features
+        else:
+            M = dA.shape[2] if dA is not None else G1.shape[0]  # type: ignore[union-attr]
         H = dA.permute(1, 0, 2) if dA is not None and desc.l_top >= 0 else None
         Gs = None
         if G1 is not None:
             S, P = desc.n_species, desc.n_pair
             Gs = G1.reshape(M, n, S, P).permute(1, 2, 3, 0)  # (n, S, P, M)
-        dx = b["u"].new_zeros(M, n, 3)
-        de = b["u"].new_zeros(M, self.n_structures, 3, 3)
+        masks = masks if masks is not None else [None]  # type: ignore[list-item]
+        results = [
+            (b["u"].new_zeros(M, n, 3), b["u"].new_zeros(M, self.n_structures, 3, 3))
+            for _ in masks
+        ]
         step = self._chunk(M)
         for a in range(0, n, step):
             c = min(n, a + step)
             u = b["u"][a:c]
             radial = u.new_zeros(c - a, k, M)
             vec = None
-            if H is not None:
-                T = torch.bmm(self._base_jacobian(a, c), H[a:c]).view(c - a, k, 4, M)
+            T = None
+            if jacobian:  # dB/dA is sparse: gather its pattern, add into the features
+                tree = desc.tree
+                vals = tree.jacobian(self.products[1][:, a:c])  # (n_c, E)
+                Qe = self._base_jacobian(a, c)[:, :, tree.jacobian_base] * vals[:, None, :]
+                T = Qe.new_zeros(c - a, 4 * k, M).index_add(2, tree.jacobian_feature, Qe)
+            elif H is not None:
+                T = torch.bmm(self._base_jacobian(a, c), H[a:c])
+            if T is not None:
+                T = T.view(c - a, k, 4, M)
                 radial = radial + T[:, :, 0]
                 vec = T[:, :, 1:]
             if Gs is not None:
@@ -148,9 +173,11 @@ class FullACEBatchOutput:
                 radial = radial + torch.einsum("ikp,ikpm->ikm", b["dg"][a:c], Gn)
             dEdr = u[..., None] * radial[:, :, None, :]
             dEdr = dEdr if vec is None else dEdr + vec
-            dxc, dec = self._scatter(dEdr, a)
-            dx, de = dx + dxc, de + dec
-        return dx, de
+            for j, mask in enumerate(masks):
+                part = dEdr if mask is None else dEdr * mask[a:c, None, None, None]
+                dxc, dec = self._scatter(part, a)
+                results[j] = (results[j][0] + dxc, results[j][1] + dec)
+        return results
 
     def vjp(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Derivatives of ``M`` member energies by positions and strain.
@@ -170,7 +197,7 @@ class FullACEBatchOutput:
         dA = None
         if desc.tree.n_features:
             dA = desc.tree.backward(self.products, G[..., K1:].permute(2, 1, 0))
-        return self._derivatives(dA, G[..., :K1])
+        return self._derivatives(dA, G[..., :K1])[0]
 
     def linear_vjp(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`vjp` for element-wise linear weights ``W (M, n_species, K)``."""
@@ -203,18 +230,12 @@ class FullACEBatchOutput:
         dEdx[..., :K1] = dx.reshape(S, K1, n, 3).permute(2, 3, 0, 1)
         dEde[..., :K1] = de.reshape(S, K1, self.n_structures, 3, 3).permute(2, 3, 4, 0, 1)
         K2 = K - K1
-        if K2:
-            eye = torch.eye(K2, dtype=dt, device=self.features.device)
-            step = K2  # every seed at once: the pair Jacobian is built once per species
-            for s in range(S):
-                mask = onehot[:, s]
-                for k0 in range(0, K2, step):
-                    k1 = min(K2, k0 + step)
-                    G = (eye[k0:k1, None, :] * mask[None, :, None]).permute(2, 1, 0)
-                    dA = desc.tree.backward(self.products, G)
-                    dx, de = self._derivatives(dA, None)
-                    dEdx[:, :, s, K1 + k0 : K1 + k1] = dx.permute(1, 2, 0)
-                    dEde[:, :, :, s, K1 + k0 : K1 + k1] = de.permute(1, 2, 3, 0)
+        if K2:  # every product feature of every element in one pass over the pairs
+            masks = [onehot[:, s] for s in range(S)]
+            for s, (dx, de) in enumerate(self._derivatives(None, None, jacobian=True,
+                                                           masks=masks)):
+                dEdx[:, :, s, K1:] = dx.permute(1, 2, 0)
+                dEde[:, :, :, s, K1:] = de.permute(1, 2, 3, 0)
         return energy_rows, dEdx, dEde
 
 

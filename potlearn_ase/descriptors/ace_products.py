@@ -65,10 +65,24 @@ class ProductTree:
         self.size = {t: len(levels[t]) for t in levels}
         self.coupling: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (level, C, C^T)
         self.n_features = 0
+        # leave-one-out layout of the Jacobian dB/dA: per level, the factors of each product
+        # and a sparse map from (product, position) to (base index, feature)
+        self.factors: dict[int, torch.Tensor] = {}
+        jac: dict[int, tuple[list[int], list[int], list[float]]] = {}
+        K_all = sum(k for _, _, k in couplings)
         for products, entries, k in couplings:
             if k == 0:
                 continue
             t = len(products[0])
+            if t not in self.factors:
+                self.factors[t] = torch.tensor(list(levels[t]), dtype=torch.int64, device=device)
+            rj, cj, vj = jac.setdefault(t, ([], [], []))
+            for p, f, v in entries:
+                tup, row = products[p], levels[t][products[p]]
+                for pos in range(t):
+                    rj.append(tup[pos] * K_all + self.n_features + f)
+                    cj.append(row * t + pos)
+                    vj.append(v)
             rows = [levels[t][products[p]] for p, _, _ in entries]
             cols = [f for _, f, _ in entries]
             vals = [v for _, _, v in entries]
@@ -79,6 +93,23 @@ class ProductTree:
             C = C.to(dtype=dtype, device=device)
             self.coupling.append((t, C, C.t().coalesce()))
             self.n_features += k
+        # the nonzero pattern (base index, feature) of dB/dA, the same for every atom
+        keys = sorted({r for rj, _, _ in jac.values() for r in rj})
+        where = {r: e for e, r in enumerate(keys)}
+        offsets, total = {}, 0
+        for t in sorted(jac):
+            offsets[t], total = total, total + self.size[t] * t
+        rows = [where[r] for t in sorted(jac) for r in jac[t][0]]
+        cols = [offsets[t] + c for t in sorted(jac) for c in jac[t][1]]
+        vals = [v for t in sorted(jac) for v in jac[t][2]]
+        self.jacobian_base = torch.tensor([r // max(K_all, 1) for r in keys], dtype=torch.int64,
+                                          device=device)
+        self.jacobian_feature = torch.tensor([r % max(K_all, 1) for r in keys],
+                                             dtype=torch.int64, device=device)
+        self._jacobian_map = torch.sparse_coo_tensor(
+            torch.tensor([rows, cols], dtype=torch.int64).reshape(2, -1),
+            torch.tensor(vals, dtype=torch.float64), (len(keys), total), check_invariants=True,
+        ).coalesce().to(dtype=dtype, device=device)
 
     def forward(self, AT: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Features ``B^T (K, n)`` and the products per level, from ``A^T (n_base, n)``."""
@@ -89,6 +120,25 @@ class ProductTree:
         n = AT.shape[1]
         BT = torch.cat(parts, 0) if parts else AT.new_zeros(0, n)
         return BT, AA
+
+    def jacobian(self, AT: torch.Tensor) -> torch.Tensor:
+        """Nonzero entries of ``dB/dA`` for the atoms of ``A^T (n_base, n)``: ``(n, E)``.
+
+        Entry ``e`` is ``dB[jacobian_feature[e]] / dA[jacobian_base[e]]``. A product's
+        derivative by one factor is the product of the others (prefix times suffix
+        products); one sparse product places them all.
+        """
+        n = AT.shape[1]
+        parts = []
+        for _, T in sorted(self.factors.items()):
+            F = AT[T]  # (P_t, t, n)
+            ones = torch.ones_like(F[:, :1])
+            before = torch.cumprod(torch.cat([ones, F[:, :-1]], 1), 1)
+            after = torch.cumprod(torch.cat([ones, F.flip(1)[:, :-1]], 1), 1).flip(1)
+            parts.append((before * after).reshape(-1, n))
+        if not parts:
+            return AT.new_zeros(n, 0)
+        return torch.sparse.mm(self._jacobian_map, torch.cat(parts, 0)).T
 
     def backward(self, AA: dict[int, torch.Tensor], GT: torch.Tensor) -> torch.Tensor:
         """``dE/dA (n_base, n, M)`` from ``dE/dB`` given as ``GT (K, n, M)``."""
