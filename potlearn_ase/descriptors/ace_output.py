@@ -110,6 +110,24 @@ class FullACEBatchOutput:
         Q = torch.cat(blocks, 3)  # (n_c, k, 4, N_A)
         return Q.reshape(Q.shape[0], -1, Q.shape[3])
 
+    def _members_dEdr(self, H: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """``(n_c, k, 4, M)`` from ``dE/dA`` of the centres ``H (n_c, n_base, M)``: first the
+        radial sums (one batched product per degree), then the angular factors."""
+        desc, b = self.descriptor, self.base
+        n_c, _, M = H.shape
+        k = self.neighbours.max_nb
+        out = H.new_zeros(n_c, k, 4, M)
+        col = 0
+        for l, nl in enumerate(desc.n_of_l):
+            w, o = 2 * l + 1, int(desc.base_offsets[l])
+            rp = b["radial_pair"][start:stop, :, :, col : col + nl].reshape(n_c, 2 * k, nl)
+            T = torch.bmm(rp, H[:, o : o + nl * w].reshape(n_c, nl, w * M)).view(n_c, k, 2, w, M)
+            sl = slice(l * l, (l + 1) ** 2)
+            out[:, :, 0] += (T[:, :, 0] * b["Y"][start:stop, :, sl, None]).sum(2)
+            out[:, :, 1:] += (T[:, :, 1, None] * b["gradY"][start:stop, :, :, sl, None]).sum(3)
+            col += nl
+        return out.view(n_c, 4 * k, M)
+
     def _chunk(self, M: int) -> int:
         k = self.neighbours.max_nb
         n_base = self.descriptor.tree.n_base
@@ -140,7 +158,7 @@ class FullACEBatchOutput:
             M = desc.tree.n_features
         else:
             M = dA.shape[2] if dA is not None else G1.shape[0]  # type: ignore[union-attr]
-        H = dA.permute(1, 0, 2) if dA is not None and desc.l_top >= 0 else None
+        H = dA.permute(1, 0, 2).contiguous() if dA is not None and desc.l_top >= 0 else None
         Gs = None
         if G1 is not None:
             S, P = desc.n_species, desc.n_pair
@@ -163,7 +181,7 @@ class FullACEBatchOutput:
                 Qe = self._base_jacobian(a, c)[:, :, tree.jacobian_base] * vals[:, None, :]
                 T = Qe.new_zeros(c - a, 4 * k, M).index_add(2, tree.jacobian_feature, Qe)
             elif H is not None:
-                T = torch.bmm(self._base_jacobian(a, c), H[a:c])
+                T = self._members_dEdr(H[a:c], a, c)
             if T is not None:
                 T = T.view(c - a, k, 4, M)
                 radial = radial + T[:, :, 0]
