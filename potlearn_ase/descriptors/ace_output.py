@@ -8,6 +8,7 @@ batched matrix product per angular degree contracts it with the radial factors o
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -128,11 +129,31 @@ class FullACEBatchOutput:
             col += nl
         return out.view(n_c, 4 * k, M)
 
+    def _jacobian_dEdr(self, start: int, stop: int) -> torch.Tensor:
+        """``(n_c, 4 k, K)``: pair derivatives of every product feature of the centres.
+
+        One sparse (CSR) product: the block-diagonal ``dB/dA`` of the centres, whose pattern
+        is the same for every atom, times the stacked pair Jacobians of the base.
+        """
+        tree = self.descriptor.tree
+        n_c, k = stop - start, self.neighbours.max_nb
+        K, N_A = tree.n_features, tree.n_base
+        E = int(tree.jacobian_base.numel())
+        vals = tree.jacobian(self.products[1][:, start:stop])  # (n_c, E), features sorted
+        atoms = torch.arange(n_c, device=vals.device)
+        crow = (tree.jacobian_rowptr[:-1][None, :] + E * atoms[:, None]).reshape(-1)
+        crow = torch.cat([crow, crow.new_tensor([n_c * E])])
+        col = (tree.jacobian_base[None, :] + N_A * atoms[:, None]).reshape(-1)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            J = torch.sparse_csr_tensor(crow, col, vals.reshape(-1), (n_c * K, n_c * N_A))
+        Q = self._base_jacobian(start, stop).transpose(1, 2).reshape(n_c * N_A, 4 * k)
+        return (J @ Q).view(n_c, K, 4 * k).transpose(1, 2)
+
     def _chunk(self, M: int) -> int:
         k = self.neighbours.max_nb
         n_base = self.descriptor.tree.n_base
-        E = int(self.descriptor.tree.jacobian_base.numel())
-        return max(1, _PAIR_ELEMENTS // max(1, 4 * k * (n_base + M + E) + n_base * M))
+        return max(1, _PAIR_ELEMENTS // max(1, 4 * k * (2 * n_base + 3 * M) + n_base * M))
 
     def _derivatives(
         self,
@@ -176,10 +197,7 @@ class FullACEBatchOutput:
             vec = None
             T = None
             if jacobian:  # dB/dA is sparse: gather its pattern, add into the features
-                tree = desc.tree
-                vals = tree.jacobian(self.products[1][:, a:c])  # (n_c, E)
-                Qe = self._base_jacobian(a, c)[:, :, tree.jacobian_base] * vals[:, None, :]
-                T = Qe.new_zeros(c - a, 4 * k, M).index_add(2, tree.jacobian_feature, Qe)
+                T = self._jacobian_dEdr(a, c)
             elif H is not None:
                 T = self._members_dEdr(H[a:c], a, c)
             if T is not None:

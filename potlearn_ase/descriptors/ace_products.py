@@ -94,7 +94,8 @@ class ProductTree:
             self.coupling.append((t, C, C.t().coalesce()))
             self.n_features += k
         # the nonzero pattern (base index, feature) of dB/dA, the same for every atom
-        keys = sorted({r for rj, _, _ in jac.values() for r in rj})
+        K1 = max(K_all, 1)  # sorted by feature, then base index: the rows of a CSR matrix
+        keys = sorted({r for rj, _, _ in jac.values() for r in rj}, key=lambda r: (r % K1, r // K1))
         where = {r: e for e, r in enumerate(keys)}
         offsets, total = {}, 0
         for t in sorted(jac):
@@ -106,6 +107,9 @@ class ProductTree:
                                           device=device)
         self.jacobian_feature = torch.tensor([r % max(K_all, 1) for r in keys],
                                              dtype=torch.int64, device=device)
+        counts = torch.bincount(self.jacobian_feature, minlength=K_all)
+        #: CSR row pointers of one atom's dB/dA (rows: features, columns: base index)
+        self.jacobian_rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(device)
         self._jacobian_map = torch.sparse_coo_tensor(
             torch.tensor([rows, cols], dtype=torch.int64).reshape(2, -1),
             torch.tensor(vals, dtype=torch.float64), (len(keys), total), check_invariants=True,
