@@ -269,3 +269,17 @@ def test_fitted_cuau_model_keeps_atoms_apart_in_1500_k_md():
                                       .min()), interval=5)
     dyn.run(300)
     assert min(closest) > 1.2, min(closest)
+    # the barrier that keeps them apart at any energy: pushing one atom onto a neighbour,
+    # the energy rises all the way in and the force pushes back ever harder (a bounded
+    # linear part alone would flatten out as the atoms overlap)
+    probe = frames[0].copy()
+    probe.calc = CommitteeCalculator(model=model)
+    direction = probe.positions[1] - probe.positions[0]
+    direction /= np.linalg.norm(direction)
+    energies, push = [], []
+    for r in np.linspace(1.6, 0.2, 15):
+        probe.positions[1] = probe.positions[0] + r * direction
+        energies.append(probe.get_potential_energy())
+        push.append(float(probe.get_forces()[1] @ direction))
+    assert np.all(np.diff(energies) > 0) and np.all(np.diff(push) > 0)
+    assert push[-1] > 1000.0  # eV/A at 0.2 A
