@@ -18,7 +18,7 @@ from potlearn_ase.errors import ConfigError
 __all__ = ["DEFAULT_DEGREES", "FullACEConfig"]
 
 #: ``D_nu`` for ``nu = 1..5`` when ``max_degree`` is not given
-DEFAULT_DEGREES: tuple[float, ...] = (12.0, 12.0, 10.0, 8.0, 7.0)
+DEFAULT_DEGREES: tuple[float, ...] = (10.0, 14.0, 12.0, 10.0, 8.0)
 
 
 @dataclass(frozen=True)
