@@ -148,6 +148,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             cutoff=args.cutoff, n_radial=args.n_radial, l_max=args.l_max, body_order=args.body_order
         ),
     )
+    if args.descriptor == "ace":
+        from potlearn_ase.descriptors import FullACEConfig, FullACEDescriptor
+
+        degree = args.max_degree if args.max_degree is None else tuple(args.max_degree)
+        desc = FullACEDescriptor(  # type: ignore[assignment]
+            elements,
+            FullACEConfig(cutoff=args.cutoff, correlation_order=args.correlation_order,
+                          max_degree=degree[0] if degree and len(degree) == 1 else degree),
+        )
     if args.kind == "linear":
         model = fit_linear(
             desc, train, LinearFitConfig(n_members=args.members), rng=args.seed, progress=True
@@ -236,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--n-radial", type=int, default=8)
     f.add_argument("--l-max", type=int, default=2)
     f.add_argument("--body-order", type=int, default=3)
+    f.add_argument("--descriptor", choices=["power-spectrum", "ace"], default="power-spectrum",
+                   help="power-spectrum (keys --n-radial --l-max --body-order) or the many-body "
+                   "ace (keys --correlation-order --max-degree)")
+    f.add_argument("--correlation-order", type=int, default=4, help="ace: highest nu")
+    f.add_argument("--max-degree", type=float, nargs="+", help="ace: total degree per order")
     f.add_argument("--members", "--committee", dest="members", type=int, default=8,
                    help="committee size (as potlearn train --committee)")
     f.add_argument("--epochs", type=int, default=200)

@@ -133,3 +133,22 @@ def _write(tmp_path, name, frames):
 
     write(tmp_path / name, frames)
     return str(tmp_path / name)
+
+
+def test_fit_with_the_many_body_ace_descriptor(tmp_path, cu_train, cu_test, capsys):
+    import potlearn_ase
+    from potlearn_ase.descriptors import FullACEDescriptor
+
+    write(tmp_path / "train.xyz", cu_train[::2])
+    write(tmp_path / "val.xyz", cu_test)
+    model = tmp_path / "m.pt"
+    args = ["fit", str(tmp_path / "train.xyz"), "--val", str(tmp_path / "val.xyz"), "-o",
+            str(model), "--descriptor", "ace", "--max-degree", "8", "10", "8", "6"]
+    assert main(args) == 0
+    fit = json.loads(capsys.readouterr().out)
+    assert fit["val_force_rmse"] < 0.05
+    desc = potlearn_ase.load(model).model.descriptor
+    assert isinstance(desc, FullACEDescriptor) and desc.config.max_degree == (8, 10, 8, 6)
+    assert main(["eval", str(model), str(tmp_path / "val.xyz")]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["force_rmse"] == pytest.approx(fit["val_force_rmse"], rel=1e-9)
