@@ -8,7 +8,6 @@ batched matrix product per angular degree contracts it with the radial factors o
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -138,15 +137,7 @@ class FullACEBatchOutput:
         tree = self.descriptor.tree
         n_c, k = stop - start, self.neighbours.max_nb
         K, N_A = tree.n_features, tree.n_base
-        E = int(tree.jacobian_base.numel())
-        vals = tree.jacobian(self.products[1][:, start:stop])  # (n_c, E), features sorted
-        atoms = torch.arange(n_c, device=vals.device)
-        crow = (tree.jacobian_rowptr[:-1][None, :] + E * atoms[:, None]).reshape(-1)
-        crow = torch.cat([crow, crow.new_tensor([n_c * E])])
-        col = (tree.jacobian_base[None, :] + N_A * atoms[:, None]).reshape(-1)
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            J = torch.sparse_csr_tensor(crow, col, vals.reshape(-1), (n_c * K, n_c * N_A))
+        J = tree.block_jacobian(tree.jacobian(self.products[1][:, start:stop]))
         Q = self._base_jacobian(start, stop).transpose(1, 2).reshape(n_c * N_A, 4 * k)
         return (J @ Q).view(n_c, K, 4 * k).transpose(1, 2)
 
@@ -162,6 +153,7 @@ class FullACEBatchOutput:
         *,
         jacobian: bool = False,
         masks: list[torch.Tensor] | None = None,
+        H: torch.Tensor | None = None,
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Position and strain derivatives, in chunks of centre atoms.
 
@@ -177,9 +169,12 @@ class FullACEBatchOutput:
         n, k = nb.n_atoms, nb.max_nb
         if jacobian:
             M = desc.tree.n_features
+        elif H is not None:
+            M = H.shape[2]
         else:
             M = dA.shape[2] if dA is not None else G1.shape[0]  # type: ignore[union-attr]
-        H = dA.permute(1, 0, 2).contiguous() if dA is not None and desc.l_top >= 0 else None
+        if H is None and dA is not None and desc.l_top >= 0:
+            H = dA.permute(1, 0, 2).contiguous()  # (n, n_base, M)
         Gs = None
         if G1 is not None:
             S, P = desc.n_species, desc.n_pair
@@ -236,8 +231,21 @@ class FullACEBatchOutput:
         return self._derivatives(dA, G[..., :K1])[0]
 
     def linear_vjp(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`vjp` for element-wise linear weights ``W (M, n_species, K)``."""
-        return self.vjp(W[:, self.species, :])
+        """:meth:`vjp` for element-wise linear weights ``W (M, n_species, K)``.
+
+        ``dE_m/dA_i = (dB_i/dA_i)^T W_m[s_i]``: the sparse Jacobian of every atom is built
+        once and multiplies all members' weights in one sparse product.
+        """
+        desc = self.descriptor
+        tree = desc.tree
+        K1 = desc.n_species * desc.n_pair
+        if not tree.n_features or desc.l_top < 0:
+            return self.vjp(W[:, self.species, :])
+        n, M = self.features.shape[0], W.shape[0]
+        Jt = tree.block_jacobian(tree.jacobian(self.products[1]), transpose=True)
+        Wn = W[:, :, K1:].permute(1, 2, 0)[self.species].reshape(-1, M)  # (n K2, M)
+        H = (Jt @ Wn).view(n, tree.n_base, M)
+        return self._derivatives(None, W[:, self.species, :K1], H=H)[0]
 
     def linear_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Design-matrix rows of a linear model for every structure of the batch.

@@ -14,6 +14,7 @@ memory, and stays differentiable in its input (used when training on forces).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -110,6 +111,11 @@ class ProductTree:
         counts = torch.bincount(self.jacobian_feature, minlength=K_all)
         #: CSR row pointers of one atom's dB/dA (rows: features, columns: base index)
         self.jacobian_rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(device)
+        # the same pattern ordered by base index, then feature: rows of (dB/dA)^T
+        order = sorted(range(len(keys)), key=lambda e: (keys[e] // K1, keys[e] % K1))
+        self.transpose_order = torch.tensor(order, dtype=torch.int64, device=device)
+        counts_t = torch.bincount(self.jacobian_base, minlength=n_base)
+        self.transpose_rowptr = torch.cat([counts_t.new_zeros(1), counts_t.cumsum(0)]).to(device)
         self._jacobian_map = torch.sparse_coo_tensor(
             torch.tensor([rows, cols], dtype=torch.int64).reshape(2, -1),
             torch.tensor(vals, dtype=torch.float64), (len(keys), total), check_invariants=True,
@@ -143,6 +149,25 @@ class ProductTree:
         if not parts:
             return AT.new_zeros(n, 0)
         return torch.sparse.mm(self._jacobian_map, torch.cat(parts, 0)).T
+
+    def block_jacobian(self, vals: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
+        """Block-diagonal CSR matrix of the atoms' ``dB/dA`` from :meth:`jacobian` values:
+        ``(n K, n n_base)``, or with ``transpose`` ``(n n_base, n K)``."""
+        n, E = vals.shape
+        K, N_A = self.n_features, self.n_base
+        atoms = torch.arange(n, device=vals.device)
+        if transpose:
+            rowptr, cols, stride_c, rows = self.transpose_rowptr, self.jacobian_feature, K, N_A
+            vals = vals[:, self.transpose_order]
+            cols = cols[self.transpose_order]
+        else:
+            rowptr, cols, stride_c, rows = self.jacobian_rowptr, self.jacobian_base, N_A, K
+        crow = (rowptr[:-1][None, :] + E * atoms[:, None]).reshape(-1)
+        crow = torch.cat([crow, crow.new_tensor([n * E])])
+        col = (cols[None, :] + stride_c * atoms[:, None]).reshape(-1)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(crow, col, vals.reshape(-1), (n * rows, n * stride_c))
 
     def backward(self, AA: dict[int, torch.Tensor], GT: torch.Tensor) -> torch.Tensor:
         """``dE/dA (n_base, n, M)`` from ``dE/dB`` given as ``GT (K, n, M)``."""
