@@ -283,3 +283,25 @@ def test_fitted_cuau_model_keeps_atoms_apart_in_1500_k_md():
         push.append(float(probe.get_forces()[1] @ direction))
     assert np.all(np.diff(energies) > 0) and np.all(np.diff(push) > 0)
     assert push[-1] > 1000.0  # eV/A at 0.2 A
+
+
+def test_training_targets_and_predictions_carry_the_core():
+    """Fits learn the labels minus the core; every prediction adds it back."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from potlearn_ase.models import LinearCommittee
+    from potlearn_ase.training.batches import Shard
+
+    atoms = _cuau(compressed=True)
+    rng = np.random.default_rng(3)
+    atoms.calc = SinglePointCalculator(atoms, energy=1.0, forces=rng.normal(size=(8, 3)))
+    desc = _desc(3)
+    out = desc.compute_batch([atoms])
+    core_e = float(out.baseline_energy()[0])
+    shard = Shard(desc, [atoms], np.arange(1))
+    assert float(shard.energy[0]) == pytest.approx(1.0 - core_e)
+    np.testing.assert_allclose(shard.forces.numpy(), atoms.get_forces() + out.baseline_dx.numpy())
+    zero = LinearCommittee(desc, np.zeros((2, 2, desc.n_features + 1)))
+    pred = zero.predict(atoms)  # a model with no weights predicts the core alone
+    assert pred["energy"][0] == pytest.approx(core_e)
+    np.testing.assert_allclose(pred["forces"][0], -out.baseline_dx.numpy())
