@@ -131,7 +131,7 @@ def committee_cost(kind: str, ace: dict) -> dict:
         atoms = bulk("Mo", "bcc", a=3.16, cubic=True).repeat((reps,) * 3)
         atoms.rattle(0.05, seed=2)
         times = {M: [] for M in calcs}
-        for k in range(6):  # interleaved, so both see the same load
+        for _ in range(6):  # interleaved, so both see the same load
             for M, calc in calcs.items():
                 atoms.calc = calc
                 atoms.positions[0, 0] += 1e-4  # always a new structure: no cached result
