@@ -262,7 +262,7 @@ def test_fitted_cuau_model_keeps_atoms_apart_in_1500_k_md():
     atoms = frames[0].copy()
     atoms.calc = CommitteeCalculator(model=model)
     MaxwellBoltzmannDistribution(atoms, temperature_K=1500, rng=np.random.default_rng(1))
-    dyn = Langevin(atoms, 2.0 * units.fs, temperature_K=1500, friction=0.02,
+    dyn = Langevin(atoms, 2.0 * units.fs, temperature_K=1500, friction=0.02, fixcm=False,
                    rng=np.random.default_rng(2))
     closest = []
     dyn.attach(lambda: closest.append(atoms.get_all_distances(mic=True)[np.triu_indices(32, 1)]
