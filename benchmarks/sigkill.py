@@ -55,7 +55,10 @@ def config(run_dir: Path, steps: int) -> dict[str, Any]:
         "structure": {"bulk": "Cu", "crystalstructure": "fcc", "a": 3.61, "cubic": True,
                       "repeat": [2, 1, 1]},
         "reference": "emt",
-        "model": {"cutoff": 4.0, "n_radial": 4, "l_max": 1, "n_members": 4},
+        "model": {
+            "descriptor": {"cutoff": 4.0, "n_radial": 4, "l_max": 1},
+            "fit": {"n_members": 4},
+        },
         "md": {"steps": steps, "temperature_K": [300.0, 1200.0], "seed": 0,
                "trajectory_interval": INTERVAL},
         "trigger": {"kind": "fixed", "max_force_std": 0.003, "min_gap": 4},

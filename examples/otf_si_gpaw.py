@@ -41,7 +41,11 @@ def config(args: argparse.Namespace) -> dict:
             "convergence": {"forces": 1e-3},
             "timeout": 600.0,
         },
-        "model": {"kind": "linear", "cutoff": 5.0, "n_radial": 6, "l_max": 2, "n_members": 8},
+        "model": {
+            "kind": "linear",
+            "descriptor": {"cutoff": 5.0, "n_radial": 6, "l_max": 2},
+            "fit": {"n_members": 8},
+        },
         "md": {
             "ensemble": "langevin",
             "timestep_fs": 1.0,

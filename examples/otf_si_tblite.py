@@ -27,7 +27,11 @@ def config(steps: int, run_dir: str) -> dict:
             "max_iterations": 300,
             "retries": 2,
         },
-        "model": {"kind": "linear", "cutoff": 5.0, "n_radial": 6, "l_max": 2, "n_members": 8},
+        "model": {
+            "kind": "linear",
+            "descriptor": {"cutoff": 5.0, "n_radial": 6, "l_max": 2},
+            "fit": {"n_members": 8},
+        },
         "md": {
             "ensemble": "langevin",
             "timestep_fs": 1.0,

@@ -16,7 +16,7 @@ from potlearn_ase import _moved
 from potlearn_ase.calculators import CommitteeCalculator, load
 from potlearn_ase.data import LabelStore
 from potlearn_ase.data.batch import set_cpu_threads
-from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+from potlearn_ase.descriptors import ACEConfig, ACEDescriptor, FullACEConfig, FullACEDescriptor
 from potlearn_ase.learners import OnTheFlyLearner, Reference, run_otf
 from potlearn_ase.models import (
     LinearCommittee,
@@ -35,6 +35,8 @@ __all__ = [
     "ACEDescriptor",
     "CommitteeCalculator",
     "LabelStore",
+    "FullACEConfig",
+    "FullACEDescriptor",
     "LinearCommittee",
     "LinearFitConfig",
     "OnTheFlyLearner",

@@ -160,6 +160,9 @@ def from_mapping(
     names the variant in messages, as for triggers). Errors raised by the dataclass's own
     checks (``__post_init__``) are re-raised as :class:`ConfigError` prefixed by ``where``.
     """
+    upgrade = getattr(cls, "upgrade_mapping", None)
+    if upgrade is not None:  # a class that still reads an older layout of its keys
+        data = upgrade(data, where or cls.__name__)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     prefix = f"{where}." if where else ""

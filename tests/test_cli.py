@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -194,6 +195,68 @@ def test_fit_help_shows_defaults_and_units(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for phrase in ("1/(eV/atom)", "1/(eV/A)", "(default evidence)", "Angstrom (default 5.0)",
-                   "inferred", "(default 8)", "(default 2)", "(default 3)"):
+    for phrase in ("1/(eV/atom)", "1/(eV/A)", "(default: evidence)", "Angstrom (default: 5.0)",
+                   "inferred", "(default: 8)", "(default: 2)", "(default: 3)"):
         assert phrase in text, phrase
+
+
+def test_fit_with_the_many_body_ace_descriptor(tmp_path, cu_train, cu_test, capsys):
+    import potlearn_ase
+    from potlearn_ase.descriptors import FullACEDescriptor
+
+    write(tmp_path / "train.xyz", cu_train[::2])
+    write(tmp_path / "val.xyz", cu_test)
+    model = tmp_path / "m.pt"
+    args = ["fit", str(tmp_path / "train.xyz"), "--val", str(tmp_path / "val.xyz"), "-o",
+            str(model), "--descriptor", "ace", "--max-degree", "8", "10", "8", "6"]
+    assert main(args) == 0
+    fit = json.loads(capsys.readouterr().out)
+    assert fit["val_force_rmse"] < 0.05
+    desc = potlearn_ase.load(model).model.descriptor
+    assert isinstance(desc, FullACEDescriptor) and desc.config.max_degree == (8, 10, 8, 6)
+    assert main(["eval", str(model), str(tmp_path / "val.xyz"), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)["overall"]
+    assert ev["force_rmse_eV_per_A"] == pytest.approx(fit["val_force_rmse"], rel=1e-9)
+
+
+
+
+def _commands():
+    from potlearn_ase.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def test_every_option_shows_its_default():
+    for name, command in _commands().items():
+        text = " ".join(command.format_help().split())
+        for action in command._actions:
+            if not action.option_strings or action.default is argparse.SUPPRESS:
+                continue
+            assert action.help, f"potlearn {name} {action.option_strings[0]} has no help text"
+            flag = action.option_strings[-1]
+            start = text.index(flag, text.index("options:"))
+            assert "default" in text[start : start + 400], f"potlearn {name} {flag}: no default"
+
+
+def test_descriptor_and_committee_defaults_come_from_the_dataclasses():
+    from potlearn_ase.descriptors import ACEConfig
+    from potlearn_ase.models import LinearFitConfig
+
+    commands = _commands()
+    args = {
+        "fit": ["train.xyz"],
+        "train": ["train.xyz"],
+        "select": ["pool.xyz", "-k", "3"],
+        "al": ["pool.xyz"],
+    }
+    ace = ACEConfig()
+    for name, argv in args.items():
+        ns = commands[name].parse_args(argv)
+        values = vars(ns)
+        for field in ("cutoff", "n_radial", "l_max"):
+            got = values.get(f"descriptor_{field}", values.get(field))
+            assert got == getattr(ace, field), (name, field, got)
+    assert commands["train"].parse_args(["t.xyz"]).committee == LinearFitConfig().n_members

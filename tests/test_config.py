@@ -60,3 +60,24 @@ def test_every_configuration_file_names_file_and_key(tmp_path, kind, text, key):
     with pytest.raises(ConfigError) as err:
         load_config(cls, path)
     assert key in str(err.value) and str(path) in str(err.value)
+
+
+def test_model_section_nests_descriptor_fit_and_neural_and_reads_flat_keys():
+    from potlearn_ase.descriptors import ACEConfig
+    from potlearn_ase.models import LinearFitConfig
+
+    cfg = OTFRunConfig.from_dict(
+        {"model": {"descriptor": {"cutoff": 4.5, "n_radial": 4}, "fit": {"n_members": 4}}}
+    )
+    assert cfg.model.descriptor == ACEConfig(cutoff=4.5, n_radial=4)
+    assert cfg.model.fit == LinearFitConfig(n_members=4) and cfg.model.n_members == 4
+    with pytest.warns(DeprecationWarning, match="cutoff -> descriptor.cutoff"):
+        old = OTFRunConfig.from_dict({"model": {"cutoff": 4.5, "n_radial": 4, "n_members": 4,
+                                                "epochs": 7}})
+    assert old.model.descriptor == cfg.model.descriptor and old.model.fit == cfg.model.fit
+    assert old.model.neural.n_members == 4 and old.model.neural.epochs == 7
+    for bad, key in (({"descriptor": {"cutof": 4.0}}, "model.descriptor.cutof"),
+                     ({"fit": {"energy_weight": "x"}}, "model.fit.energy_weight"),
+                     ({"fit": {"energy_weight": -1.0}}, "energy_weight")):
+        with pytest.raises(ConfigError, match=key):
+            OTFRunConfig.from_dict({"model": bad})

@@ -80,7 +80,7 @@ def add_subparser(subparsers: Any) -> None:
         "(default the number of ranks; give the same S to a serial run to reproduce it exactly)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (torch device)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the committee")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (stderr)")
     p.set_defaults(func=run_train)
 

@@ -1,8 +1,9 @@
 """Radial and angular basis functions with their derivatives, in torch.
 
 Radial: spherical Bessel-like functions ``sin(n pi r / rc) / r`` times a C2 smooth cutoff.
-Angular: real spherical harmonics up to ``l = 3`` written as homogeneous polynomials of the unit
-vector, normalised so that ``sum_m Y_lm(u)^2 = 1``. Each function returns its value and its
+Angular: real spherical harmonics written as homogeneous polynomials of the unit vector (explicit
+up to ``l = 3``, by the associated-Legendre recursion beyond), normalised so that
+``sum_m Y_lm(u)^2 = 1``. Each function returns its value and its
 derivative in closed form; the autograd path of the descriptor uses the values only.
 """
 
@@ -74,16 +75,22 @@ def bessel_radial(
 
 
 def real_harmonics(
-    u: torch.Tensor, l_max: int, *, derivative: bool = False
+    u: torch.Tensor, l_max: int, *, derivative: bool = False, recursive: bool | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Real spherical harmonics of unit vectors, as homogeneous polynomials.
+
+    Degree ``l`` occupies columns ``l^2 .. (l+1)^2 - 1`` in the order ``m = -l..l`` (sine-like
+    for negative ``m``), except ``l = 1``, which is ``(x, y, z)``.
 
     Parameters
     ----------
     u : torch.Tensor
         ``(..., 3)`` unit vectors.
     l_max : int
-        Highest degree, 0 to 3.
+        Highest degree (any ``l_max >= 0``).
+    recursive : bool, optional
+        Use the associated-Legendre recursion (default: only when ``l_max > 3``; the explicit
+        polynomials up to ``l = 3`` give the same values).
     derivative : bool
         Also return the gradient of each polynomial with respect to its argument, evaluated at
         ``u`` (for a homogeneous polynomial of degree ``l``, ``u . grad Y = l Y``).
@@ -95,8 +102,10 @@ def real_harmonics(
     dY : torch.Tensor or None
         ``(..., 3, (l_max + 1)^2)``: ``dY[..., c, lm] = dY_lm/du_c``.
     """
-    if not 0 <= l_max <= 3:
-        raise ValueError(f"l_max must be 0 to 3, got {l_max}")
+    if l_max < 0:
+        raise ValueError(f"l_max must be at least 0, got {l_max}")
+    if recursive or (recursive is None and l_max > 3):
+        return _recursive_harmonics(u, l_max, derivative)
     x, y, z = u[..., 0], u[..., 1], u[..., 2]
     one = torch.ones_like(x)
     zero = torch.zeros_like(x)
@@ -146,3 +155,61 @@ def real_harmonics(
         return Yt, None
     dYt = torch.stack([torch.stack([g[c] for g in dY], dim=-1) for c in range(3)], dim=-2)
     return Yt, dYt
+
+
+def _recursive_harmonics(
+    u: torch.Tensor, l_max: int, derivative: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`real_harmonics` of any degree, from ``Q_l^m(z) Re/Im (x + i y)^m``.
+
+    ``Q_l^m = P_l^m / (1 - z^2)^{m/2}`` follows the associated-Legendre recursion; the factor
+    ``sqrt(2 (l-m)! / (l+m)!)`` gives ``sum_m Y_lm^2 = 1``. The gradient returned is that of the
+    homogeneous polynomial: the tangential gradient plus ``l Y u``.
+    """
+    x, y, z = u[..., 0], u[..., 1], u[..., 2]
+    one = torch.ones_like(x)
+    zero = torch.zeros_like(x)
+    C, S = [one], [zero]  # Re, Im of (x + i y)^m
+    for m in range(1, l_max + 1):
+        C.append(x * C[m - 1] - y * S[m - 1])
+        S.append(x * S[m - 1] + y * C[m - 1])
+    Q: dict[tuple[int, int], torch.Tensor] = {}
+    dQ: dict[tuple[int, int], torch.Tensor] = {}
+    for m in range(l_max + 1):
+        Q[m, m] = one * float(math.prod(range(1, 2 * m, 2)))
+        dQ[m, m] = zero
+        if m + 1 <= l_max:
+            Q[m + 1, m] = (2 * m + 1) * z * Q[m, m]
+            dQ[m + 1, m] = (2 * m + 1) * Q[m, m]
+        for l in range(m + 2, l_max + 1):
+            Q[l, m] = ((2 * l - 1) * z * Q[l - 1, m] - (l + m - 1) * Q[l - 2, m]) / (l - m)
+            dQ[l, m] = (
+                (2 * l - 1) * (Q[l - 1, m] + z * dQ[l - 1, m]) - (l + m - 1) * dQ[l - 2, m]
+            ) / (l - m)
+    Y, grads, degree = [], [], []
+    for l in range(l_max + 1):
+        order = [1, -1, 0] if l == 1 else range(-l, l + 1)
+        for m in order:
+            a = abs(m)
+            norm = 1.0 if m == 0 else math.sqrt(2.0 * math.factorial(l - a) / math.factorial(l + a))
+            trig = C[a] if m >= 0 else S[a]
+            Y.append(norm * Q[l, a] * trig)
+            degree.append(l)
+            if derivative:
+                if a == 0:
+                    gx = gy = zero
+                elif m > 0:  # d/dx C_a = a C_{a-1}, d/dy C_a = -a S_{a-1}
+                    gx, gy = a * C[a - 1], -a * S[a - 1]
+                else:  # d/dx S_a = a S_{a-1}, d/dy S_a = a C_{a-1}
+                    gx, gy = a * S[a - 1], a * C[a - 1]
+                grads.append(
+                    torch.stack([norm * Q[l, a] * gx, norm * Q[l, a] * gy, norm * dQ[l, a] * trig],
+                                dim=-1)
+                )
+    Yt = torch.stack(Y, dim=-1)
+    if not derivative:
+        return Yt, None
+    g = torch.stack(grads, dim=-1)  # (..., 3, L)
+    radial = (u[..., :, None] * g).sum(-2, keepdim=True)
+    lvec = torch.tensor(degree, dtype=u.dtype, device=u.device)
+    return Yt, g - u[..., :, None] * radial + lvec * u[..., :, None] * Yt[..., None, :]

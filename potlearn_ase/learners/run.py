@@ -31,7 +31,7 @@ from potlearn_ase.calculators.committee import CommitteeCalculator
 from potlearn_ase.config import to_mapping
 from potlearn_ase.data.batch import set_cpu_threads
 from potlearn_ase.data.store import LabelStore
-from potlearn_ase.descriptors.ace import ACEConfig, ACEDescriptor
+from potlearn_ase.descriptors.ace import ACEDescriptor
 from potlearn_ase.errors import ConfigError, ReferenceFailure
 from potlearn_ase.learners.otf import OnTheFlyLearner, OTFConfig, checkpoint_atoms
 from potlearn_ase.learners.reference import Reference
@@ -50,7 +50,7 @@ from potlearn_ase.learners.run_settings import (
 )
 from potlearn_ase.learners.triggers import trigger_from_config
 from potlearn_ase.models.active_set import attach_active_set
-from potlearn_ase.models.linear import LinearFitConfig, fit_linear
+from potlearn_ase.models.linear import fit_linear
 
 __all__ = [
     "InitialConfig",
@@ -132,29 +132,15 @@ def _make_dynamics(atoms: Atoms, md: MDConfig, rng: np.random.Generator):
 def fit_run_model(cfg: OTFRunConfig, frames: list[Atoms], elements: list[str], seed: int):
     """The committee that ``cfg.model`` describes, fitted to ``frames`` (the run's labels)."""
     m = cfg.model
-    desc = ACEDescriptor(
-        elements,
-        ACEConfig(cutoff=m.cutoff, n_radial=m.n_radial, l_max=m.l_max, body_order=m.body_order),
-    )
+    desc = ACEDescriptor(elements, m.descriptor)
     if m.kind == "linear":
-        fit_cfg = LinearFitConfig(
-            energy_weight=m.energy_weight,
-            force_weight=m.force_weight,
-            stress_weight=m.stress_weight,
-            n_members=m.n_members,
-        )
-        model = fit_linear(desc, frames, fit_cfg, rng=seed)
+        model = fit_linear(desc, frames, m.fit, rng=seed)
     else:
-        from potlearn_ase.training.trainer import NeuralTrainConfig, train_neural
+        from dataclasses import replace
 
-        model, _ = train_neural(
-            desc,
-            frames,
-            None,
-            NeuralTrainConfig(
-                n_members=m.n_members, hidden=m.hidden, epochs=m.epochs, seed=seed, device=m.device
-            ),
-        )
+        from potlearn_ase.training.trainer import train_neural
+
+        model, _ = train_neural(desc, frames, None, replace(m.neural, seed=seed))
     # the extrapolation grade rides along with the committee spread (updated with each label)
     return attach_active_set(model, frames)
 

@@ -8,11 +8,17 @@ validation (:class:`ValidationConfig`). All are importable from :mod:`potlearn_a
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from potlearn_ase.config import from_mapping, load_config
+from potlearn_ase.descriptors.ace import ACEConfig
+from potlearn_ase.errors import ConfigError
+from potlearn_ase.models.linear import LinearFitConfig
+from potlearn_ase.training.trainer import NeuralTrainConfig
 
 __all__ = [
     "InitialConfig",
@@ -43,30 +49,74 @@ class StructureConfig:
             raise ValueError(f"a: must be positive (Angstrom), got {self.a}")
 
 
+#: flat ``model`` keys of release 0.1 -> where they live now (``section.key``)
+_LEGACY_MODEL_KEYS = {
+    "cutoff": ("descriptor.cutoff",),
+    "n_radial": ("descriptor.n_radial",),
+    "l_max": ("descriptor.l_max",),
+    "body_order": ("descriptor.body_order",),
+    "energy_weight": ("fit.energy_weight",),
+    "force_weight": ("fit.force_weight",),
+    "stress_weight": ("fit.stress_weight",),
+    "n_members": ("fit.n_members", "neural.n_members"),
+    "hidden": ("neural.hidden",),
+    "epochs": ("neural.epochs",),
+    "device": ("neural.device",),
+}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Descriptor and committee settings."""
+    """The committee: its kind, its descriptor and how each kind is fitted.
+
+    Attributes
+    ----------
+    kind : {"linear", "neural"}
+        A linear committee drawn from its Bayesian posterior, or a neural one.
+    descriptor : ACEConfig
+        The descriptor's hyperparameters (``cutoff`` in Angstrom, ``n_radial``, ``l_max``,
+        ``body_order``).
+    fit : LinearFitConfig
+        How a linear committee is fitted (weights, ``lam``, ``n_members``).
+    neural : NeuralTrainConfig
+        How a neural committee is trained (``n_members``, ``hidden``, ``epochs``,
+        ``device``, ...); 200 epochs by default here.
+    """
 
     kind: Literal["linear", "neural"] = "linear"
-    cutoff: float = 5.0
-    n_radial: int = 8
-    l_max: int = 2
-    body_order: int = 3
-    n_members: int = 8
-    energy_weight: float = 30.0
-    force_weight: float = 1.0
-    stress_weight: float = 1.0
-    hidden: tuple[int, ...] = (32, 32)
-    epochs: int = 200
-    device: str = "auto"
+    descriptor: ACEConfig = field(default_factory=ACEConfig)
+    fit: LinearFitConfig = field(default_factory=LinearFitConfig)
+    neural: NeuralTrainConfig = field(default_factory=lambda: NeuralTrainConfig(epochs=200))
 
-    def __post_init__(self) -> None:
-        _positive(cutoff=self.cutoff)
-        _at_least(1, n_radial=self.n_radial, n_members=self.n_members,
-                  epochs=self.epochs)
-        _at_least(0, l_max=self.l_max)
-        _at_least(0.0, energy_weight=self.energy_weight,
-                  force_weight=self.force_weight, stress_weight=self.stress_weight)
+    @property
+    def n_members(self) -> int:
+        """The committee size of this kind."""
+        return self.fit.n_members if self.kind == "linear" else self.neural.n_members
+
+    @classmethod
+    def upgrade_mapping(cls, data: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """Nest the flat keys of release 0.1 (``model: {cutoff: 5, n_members: 8}``), with a
+        :class:`DeprecationWarning` naming where each key goes now."""
+        flat = [k for k in data if k in _LEGACY_MODEL_KEYS]
+        if not flat:
+            return dict(data)
+        out: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v)
+                               for k, v in data.items() if k not in _LEGACY_MODEL_KEYS}
+        moved = []
+        for key in flat:
+            for target in _LEGACY_MODEL_KEYS[key]:
+                section, name = target.split(".")
+                out.setdefault(section, {})
+                if not isinstance(out[section], dict):
+                    raise ConfigError(f"{where}.{section}: expected a mapping")
+                out[section].setdefault(name, data[key])
+            moved.append(f"{key} -> {'/'.join(_LEGACY_MODEL_KEYS[key])}")
+        warnings.warn(
+            f"flat keys under '{where}' are deprecated; nest them ({', '.join(moved)})",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return out
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,11 @@ class CommitteeModel(torch.nn.Module, abc.ABC):
         if self.active_set is not None:
             res["extrapolation_grade"] = self.active_set.grade_features(out.features, out.species)
         W = self.linear_weights()
+        # a baseline outside the model (e.g. a core repulsion) carried by the descriptor output
+        base_e = getattr(out, "baseline_energies", None)
         if not forces:
             e = self.atomic_energies(out.features, out.species)
+            e = e if base_e is None else e + base_e
             res["energies"] = e
             res["energy"] = e.sum(1)
             return res
@@ -94,6 +97,8 @@ class CommitteeModel(torch.nn.Module, abc.ABC):
         else:
             e, G = self.feature_gradients(out.features, out.species)
             dx, de = out.vjp(G)
+        if base_e is not None:
+            e, dx, de = e + base_e, dx + out.baseline_dx, de + out.baseline_dstrain  # type: ignore[attr-defined]
         res["energies"] = e
         res["energy"] = e.sum(1)
         res["forces"] = -dx

@@ -217,7 +217,8 @@ def cross_validated_factors(
     ValueError
         When ``frames`` are not the structures the model was fitted to, or are fewer than 2.
     """
-    from potlearn_ase.models.linear import LinearCommittee, design_rows_by_type
+    from potlearn_ase.models.design import design_rows_by_type
+    from potlearn_ase.models.linear import LinearCommittee
 
     if not isinstance(model, LinearCommittee) or model.normal_equations is None:
         raise TypeError(

@@ -18,9 +18,9 @@ import torch
 from ase import Atoms
 from ase.data import atomic_numbers
 
-from potlearn_ase.data.validate import get_labels, require_labels
 from potlearn_ase.descriptors.base import Descriptor
 from potlearn_ase.models.base import CommitteeModel
+from potlearn_ase.models.design import LABEL_BLOCKS, design_rows
 from potlearn_ase.models.posterior import (
     NoiseLevels,
     NormalEquations,
@@ -37,14 +37,10 @@ __all__ = [
 ]
 
 #: the label types of the rows, in the order of :func:`accumulate_blocks`
-LABEL_BLOCKS = ("energy", "forces", "stress")
 #: weights of a fit with some but not all weights given (today's fixed weighting)
 _FIXED_DEFAULTS = {"energy_weight": 30.0, "force_weight": 1.0, "stress_weight": 1.0}
 
 log = logging.getLogger(__name__)
-
-_VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
-
 
 @dataclass(frozen=True)
 class LinearFitConfig:
@@ -107,6 +103,10 @@ class LinearFitConfig:
     def __post_init__(self) -> None:
         if self.temper not in ("structures", "none"):
             raise ValueError(f"temper must be 'structures' or 'none', got {self.temper!r}")
+        for key in _FIXED_DEFAULTS:
+            value = getattr(self, key)
+            if value is not None and not value >= 0:
+                raise ValueError(f"{key}: must be at least 0, got {value}")
         if self.weights not in ("fixed", "inferred"):
             raise ValueError(f"weights must be 'fixed' or 'inferred', got {self.weights!r}")
         given = [k for k in _FIXED_DEFAULTS if getattr(self, k) is not None]
@@ -125,99 +125,6 @@ class LinearFitConfig:
             self,
             **{k: v for k, v in _FIXED_DEFAULTS.items() if getattr(self, k) is None},
         )
-
-
-def design_rows(
-    descriptor: Descriptor,
-    frames: Sequence[Atoms],
-    config: LinearFitConfig,
-    *,
-    first_index: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted-least-squares rows ``(A, y, w)`` of a few labelled structures.
-
-    Weights left at ``None`` take their fixed defaults (:meth:`LinearFitConfig.fixed`).
-
-    Parameter layout: for each element ``s``, ``[b_s, w_s (K)]`` (the ``pair_style snap``
-    coefficient layout). Energy rows are per atom; force rows hold ``dE/dx`` against ``-F``;
-    stress rows hold the virial per atom. ``first_index`` is the position of ``frames[0]``
-    among the training structures, so that an error names the right one.
-    """
-    A, y, w, _ = design_rows_by_type(descriptor, frames, config.fixed(), first_index)
-    return A, y, w
-
-
-def design_rows_by_type(
-    descriptor: Descriptor, frames: Sequence[Atoms], config: LinearFitConfig, first_index: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`design_rows` and each row's index in :data:`LABEL_BLOCKS`."""
-    assert config.energy_weight is not None and config.force_weight is not None
-    assert config.stress_weight is not None
-    S, K = len(descriptor.elements), descriptor.n_features
-    n_par = S * (K + 1)
-    rows_A, rows_y, rows_w, rows_b = [], [], [], []
-    all_labels = [get_labels(atoms) for atoms in frames]
-    for idx, (atoms, labels) in enumerate(zip(frames, all_labels)):
-        where = f"training structure {first_index + idx}"
-        stress = config.stress_weight > 0 and atoms.pbc.all() and "stress" in labels
-        require_labels(
-            atoms, energy=True, forces=config.force_weight > 0, stress=bool(stress), where=where
-        )
-    outputs = _linear_terms(descriptor, frames)
-    for atoms, labels, (e_row, dEdx, dEde, species) in zip(frames, all_labels, outputs):
-        n = len(atoms)
-        counts = np.bincount(species, minlength=S).astype(np.float64)
-        A_e = np.zeros(n_par)
-        for s in range(S):
-            A_e[s * (K + 1)] = counts[s]
-            A_e[s * (K + 1) + 1 : (s + 1) * (K + 1)] = e_row[s]
-        rows_A.append(A_e[None] / n)
-        rows_y.append(np.array([labels["energy"] / n]))
-        rows_w.append(np.array([config.energy_weight**2]))
-        rows_b.append(np.zeros(1, dtype=np.int64))
-        if config.force_weight > 0:
-            A_f = np.zeros((n * 3, n_par))
-            for s in range(S):
-                A_f[:, s * (K + 1) + 1 : (s + 1) * (K + 1)] = dEdx[:, :, s, :].reshape(n * 3, K)
-            rows_A.append(A_f)
-            rows_y.append(-np.asarray(labels["forces"]).reshape(-1))
-            rows_w.append(np.full(n * 3, config.force_weight**2))
-            rows_b.append(np.ones(n * 3, dtype=np.int64))
-        if config.stress_weight > 0 and "stress" in labels and atoms.pbc.all():
-            V = abs(atoms.cell.volume)
-            A_s = np.zeros((6, n_par))
-            for v, (a, b) in enumerate(_VOIGT):
-                sym = 0.5 * (dEde[a, b] + dEde[b, a])
-                for s in range(S):
-                    A_s[v, s * (K + 1) + 1 : (s + 1) * (K + 1)] = sym[s] / n
-            rows_A.append(A_s)
-            rows_y.append(np.asarray(labels["stress"]).reshape(6) * V / n)
-            rows_w.append(np.full(6, config.stress_weight**2))
-            rows_b.append(np.full(6, 2, dtype=np.int64))
-    return (
-        np.concatenate(rows_A),
-        np.concatenate(rows_y),
-        np.concatenate(rows_w),
-        np.concatenate(rows_b),
-    )
-
-
-def _linear_terms(
-    descriptor: Descriptor, frames: Sequence[Atoms]
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """``linear_terms`` of each structure, from one batched descriptor pass."""
-    if not frames:
-        return []
-    out = descriptor.compute_batch(frames)
-    e_rows, dEdx, dEde = (t.cpu().numpy() for t in out.linear_terms())
-    species = out.species.cpu().numpy()
-    result = []
-    start = 0
-    for b, atoms in enumerate(frames):
-        n = len(atoms)
-        result.append((e_rows[b], dEdx[start : start + n], dEde[b], species[start : start + n]))
-        start += n
-    return result
 
 
 class LinearCommittee(CommitteeModel):

@@ -18,7 +18,8 @@ import numpy as np
 from ase import Atoms
 
 from potlearn_ase.descriptors.base import Descriptor
-from potlearn_ase.models.linear import LABEL_BLOCKS, LinearFitConfig, design_rows_by_type
+from potlearn_ase.models.design import LABEL_BLOCKS, design_rows_by_type
+from potlearn_ase.models.linear import LinearFitConfig
 from potlearn_ase.models.posterior import NoiseLevels, NormalEquations, infer_noise
 
 __all__ = ["LabelBlocks", "accumulate_blocks", "parse_lam", "resolve_noise"]

@@ -46,6 +46,9 @@ class Shard:
         self.forces = torch.as_tensor(
             np.concatenate([lab["forces"] for lab in labels]), dtype=dt, device=dev
         )
+        if getattr(self.out, "baseline_energies", None) is not None:  # e.g. a core repulsion:
+            self.energy = self.energy - self.out.baseline_energy()  # the model learns the rest
+            self.forces = self.forces + self.out.baseline_dx
         self.n_atoms = torch.tensor([len(a) for a in frames], dtype=dt, device=dev)
         S = len(descriptor.elements)
         onehot = torch.nn.functional.one_hot(self.out.species, S).to(dt)

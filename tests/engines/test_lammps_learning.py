@@ -22,7 +22,7 @@ def _config(run_dir: Path) -> dict:
         "reference": "emt",
         "trigger": {"kind": "fixed", "max_force_std": 0.003, "min_gap": 5},
         "run_dir": str(run_dir),
-        "model": {"n_members": 4, "n_radial": 6},
+        "model": {"descriptor": {"n_radial": 6}, "fit": {"n_members": 4}},
         "initial": {"n_labels": 1, "rattle": 0.05},
     }
 

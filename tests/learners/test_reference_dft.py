@@ -47,7 +47,8 @@ def _otf_config(reference, run_dir, structure=None) -> dict:
         "structure": structure
         or {"bulk": "Si", "crystalstructure": "diamond", "a": 5.43, "cubic": True},
         "reference": reference,
-        "model": {"kind": "linear", "cutoff": 4.0, "n_radial": 4, "l_max": 1, "n_members": 4},
+        "model": {"kind": "linear", "descriptor": {"cutoff": 4.0, "n_radial": 4, "l_max": 1},
+                  "fit": {"n_members": 4}},
         "md": {"ensemble": "langevin", "timestep_fs": 1.0, "steps": 6, "temperature_K": 600.0},
         "trigger": {"kind": "fixed", "max_force_std": 1e-6, "min_gap": 3},
         "initial": {"n_labels": 1, "rattle": 0.05},

@@ -25,7 +25,10 @@ def _config(run_dir, steps: int = STEPS, reference="emt") -> dict:
     return {
         "structure": {"bulk": "Cu", "crystalstructure": "fcc", "a": 3.61, "cubic": True},
         "reference": reference,
-        "model": {"cutoff": 4.0, "n_radial": 4, "l_max": 1, "n_members": 4},
+        "model": {
+            "descriptor": {"cutoff": 4.0, "n_radial": 4, "l_max": 1},
+            "fit": {"n_members": 4},
+        },
         "md": {"steps": steps, "temperature_K": 900.0, "seed": 3, "trajectory_interval": 5},
         "trigger": {"kind": "fixed", "max_force_std": 0.002, "min_gap": 7},
         "initial": {"n_labels": 2, "rattle": 0.05},

@@ -15,7 +15,7 @@ The ``potlearn lammps --learn config.yaml`` configuration (:class:`LammpsLearnCo
     trigger: {kind: adaptive, factor: 1.2, min_gap: 5}
     run_dir: lammps-otf            # labels.h5, model.pt, state.json, summary.json
     settings: {seed: 0}            # OTFConfig
-    model: {n_members: 8}          # only without --model: the starting committee (ModelConfig)
+    model: {fit: {n_members: 8}}   # only without --model: the starting committee (ModelConfig)
     initial: {n_labels: 1, rattle: 0.05}   # only without --model: its starting labels
 
 Without a model the learner starts from the deck's first structure: ``initial.n_labels``
