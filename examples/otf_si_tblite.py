@@ -17,7 +17,7 @@ from pathlib import Path
 from potlearn_ase.learners.run import run_otf
 
 
-def config(steps: int, run_dir: str) -> dict:
+def config(steps: int, run_dir: str, validation_K: list[float] | None = None) -> dict:
     return {
         "structure": {"bulk": "Si", "crystalstructure": "diamond", "a": 5.43, "cubic": True},
         "reference": {
@@ -42,7 +42,11 @@ def config(steps: int, run_dir: str) -> dict:
         },
         "trigger": {"kind": "adaptive", "factor": 1.2, "min_threshold": 0.05, "min_gap": 5},
         "initial": {"n_labels": 1, "rattle": 0.05},
-        "validation": {"temperatures_K": [300.0, 900.0], "frames": 3, "every": 10},
+        "validation": {
+            "temperatures_K": validation_K or [300.0, 900.0],
+            "frames": 3,
+            "every": 10,
+        },
         "run_dir": run_dir,
         "progress": True,
     }
@@ -52,10 +56,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--run-dir", default="si-run")
+    ap.add_argument(
+        "--validation-temperatures",
+        type=float,
+        nargs="+",
+        default=[300.0, 900.0],
+        help="temperatures (K) of the held-out GFN1-xTB frames",
+    )
     args = ap.parse_args(argv)
     if Path(args.run_dir).exists():
         shutil.rmtree(args.run_dir)
-    summary = run_otf(config(args.steps, args.run_dir))
+    summary = run_otf(config(args.steps, args.run_dir, args.validation_temperatures))
     print(
         json.dumps(
             {
