@@ -180,7 +180,9 @@ def test_pimd_learning_labels_uncertain_beads_with_emt(tmp_path, cu_train):
 
     steps = 3
     desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=6, l_max=2))
-    model = fit_linear(desc, cu_train[:1], LinearFitConfig(n_members=8), rng=0)  # unsure
+    # unsure; the fixed weights potlearn otf fits with, for which the threshold is set
+    cfg = LinearFitConfig(n_members=8, energy_weight=30.0, force_weight=1.0, stress_weight=1.0)
+    model = fit_linear(desc, cu_train[:1], cfg, rng=0)
     calc = CommitteeCalculator(model=model)
     xml = _prepare(tmp_path, "pimd.xml", steps, "learn", prefix=f"{tmp_path}/")
     start = ase.io.read(tmp_path / "cu32.extxyz")

@@ -24,10 +24,14 @@ from potlearn_ase.learners.run import run_otf
 from potlearn_ase.learners.triggers import Decision, FixedThreshold, TrustWindow
 from potlearn_ase.models import LinearFitConfig, fit_linear
 
+OTF_FIT = LinearFitConfig(n_members=8, energy_weight=30.0, force_weight=1.0, stress_weight=1.0)
+
 
 def _learner(tmp_path, cu_train, trigger, n_start=1):
     desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=6, l_max=2))
-    model = fit_linear(desc, cu_train[:n_start], LinearFitConfig(n_members=8), rng=0)
+    # the fixed weights potlearn otf fits with (run settings 30, 1, 1): the thresholds below
+    # are for that committee's spread
+    model = fit_linear(desc, cu_train[:n_start], OTF_FIT, rng=0)
     calc = CommitteeCalculator(model=model)
     store = LabelStore(tmp_path / "labels.h5")
     for a in cu_train[:n_start]:
@@ -192,7 +196,7 @@ def test_batch_mode_labels_a_diverse_subset_in_parallel(tmp_path, cu_train):
     from potlearn_ase.learners.otf import OTFConfig
 
     desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=6, l_max=2))
-    model = fit_linear(desc, cu_train[:1], LinearFitConfig(n_members=8), rng=0)
+    model = fit_linear(desc, cu_train[:1], OTF_FIT, rng=0)
     store = LabelStore(tmp_path / "labels.h5")
     store.append(cu_train[0], provenance={"reference": "emt", "engine": "initial"})
     with ThreadPoolExecutor(2) as pool:
