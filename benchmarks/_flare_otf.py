@@ -88,7 +88,12 @@ def make_reference(spec: dict) -> Calculator:
         from tblite.ase import TBLite
 
         kw = {k: v for k, v in spec.items() if k not in ("calculator", "retries", "timeout")}
-        return TBLite(verbosity=0, **kw)
+
+        class SharedTBLite(TBLite):
+            def __deepcopy__(self, memo):
+                return self  # FLARE deep-copies its reference; tblite's handles cannot be
+
+        return SharedTBLite(verbosity=0, **kw)
     if kind == "lammpslib":
         return ChildLAMMPS(spec["lmpcmds"])
     raise ValueError(f"unknown reference {kind!r}")
