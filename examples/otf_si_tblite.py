@@ -40,7 +40,7 @@ def config(steps: int, run_dir: str, validation_K: list[float] | None = None) ->
             "friction": 0.02,
             "seed": 0,
         },
-        "trigger": {"kind": "adaptive", "factor": 1.2, "min_threshold": 0.05, "min_gap": 5},
+        "trigger": {"kind": "adaptive", "factor": 1.2, "min_threshold": 0.01, "min_gap": 5},
         "initial": {"n_labels": 1, "rattle": 0.05},
         "validation": {
             "temperatures_K": validation_K or [300.0, 900.0],

@@ -109,7 +109,11 @@ class ModelConfig:
                 out.setdefault(section, {})
                 if not isinstance(out[section], dict):
                     raise ConfigError(f"{where}.{section}: expected a mapping")
-                out[section].setdefault(name, data[key])
+                if name in out[section]:
+                    raise ConfigError(
+                        f"{where}.{key} and {where}.{target} both given: keep the nested one"
+                    )
+                out[section][name] = data[key]
             moved.append(f"{key} -> {'/'.join(_LEGACY_MODEL_KEYS[key])}")
         warnings.warn(
             f"flat keys under '{where}' are deprecated; nest them ({', '.join(moved)})",

@@ -20,12 +20,19 @@ def _load(name: str):
 
 def test_otf_si_tblite(tmp_path):
     pytest.importorskip("tblite", reason="tblite is installed by the dft extra")
-    # 40 steps of the ramp sample about 300 K: the held-out frames (equilibrated at their
-    # temperature) are taken there; 900 K frames are beyond what such a short run learns
-    args = ["--steps", "40", "--validation-temperatures", "300", "--run-dir", str(tmp_path / "si")]
+    import numpy as np
+    from ase.io import read
+
+    # 150 steps of the ramp (from the perfect lattice) reach about 300 K; the held-out frames
+    # are equilibrated there. The bound: the learned committee explains the forces better
+    # than predicting none (an 8-atom cell fluctuates strongly, the frames are hot).
+    run_dir = tmp_path / "si"
+    args = ["--steps", "150", "--validation-temperatures", "300", "--run-dir", str(run_dir)]
     summary = _load("otf_si_tblite").main(args)
-    assert summary["reference_calls"] >= 1
-    assert math.isfinite(summary["force_rmse"]) and summary["force_rmse"] < 0.5
+    assert summary["reference_calls"] >= 5
+    frames = read(run_dir / "validation.xyz", ":")
+    rms_force = float(np.sqrt(np.mean(np.concatenate([a.get_forces() for a in frames]) ** 2)))
+    assert math.isfinite(summary["force_rmse"]) and summary["force_rmse"] < rms_force
 
 
 def test_otf_si_gpaw(tmp_path):

@@ -167,11 +167,18 @@ def test_config_errors_name_the_key(tmp_path):
         run_otf(cfg, run_dir=tmp_path / "c")
     assert not (tmp_path / "c").exists()  # nothing half-made is left behind
     for section, key, bad in (("initial", "n_labels", 0), ("md", "timestep_fs", -2.0),
-                              ("md", "steps", -5), ("model", "cutoff", 0.0)):
+                              ("md", "steps", -5)):
         cfg = copy.deepcopy(DEMO_CONFIG)
         cfg.setdefault(section, {})[key] = bad
         with pytest.raises(ConfigError, match=f"{section}: {key}: must"):
             run_otf(cfg, run_dir=tmp_path / "d")
+    cfg = copy.deepcopy(DEMO_CONFIG)  # the model's sections name theirs
+    cfg["model"]["descriptor"]["cutoff"] = 0.0
+    with pytest.raises(ConfigError, match="model.descriptor: cutoff must be positive"):
+        run_otf(cfg, run_dir=tmp_path / "d")
+    cfg["model"]["cutoff"] = 4.0  # a flat key of release 0.1 beside its nested twin
+    with pytest.raises(ConfigError, match="model.cutoff and model.descriptor.cutoff"):
+        run_otf(cfg, run_dir=tmp_path / "d")
     # a file's errors name the file; a structure file's missing frame names the index
     import yaml
 
