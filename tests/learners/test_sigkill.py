@@ -17,7 +17,7 @@ def test_five_sigkills_lose_and_repeat_nothing(tmp_path):
     out = tmp_path / "sigkill.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "sigkill.py"), "--kills", "5",
-         "--steps", "250", "--max-delay", "2", "--seed", "1", "--out", str(out),
+         "--steps", "2000", "--max-delay", "2", "--seed", "1", "--out", str(out),
          "--workdir", str(tmp_path / "work")],
         capture_output=True, text=True, timeout=600,
     )
