@@ -409,7 +409,8 @@ class ACEBatchOutput(DescriptorBatchOutput):
 
 
 class ACEOutput(DescriptorOutput):
-    """One structure's :class:`ACEBatchOutput` under the single-structure interface."""
+    """One structure's :class:`ACEBatchOutput` under the single-structure interface (any batch
+    output with ``vjp``, ``linear_vjp`` and ``linear_terms`` over a batch of one)."""
 
     def __init__(self, batch_output: ACEBatchOutput):
         self.batch_output = batch_output

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from potlearn_ase.descriptors.base import DescriptorOutput
+from potlearn_ase.descriptors.ace import ACEOutput
 from potlearn_ase.descriptors.neighbours import PaddedNeighbours
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -283,28 +283,13 @@ class FullACEBatchOutput:
         return energy_rows, dEdx, dEde
 
 
-class FullACEOutput(DescriptorOutput):
-    """One structure's :class:`FullACEBatchOutput` under the single-structure interface."""
+class FullACEOutput(ACEOutput):
+    """One structure's :class:`FullACEBatchOutput` under the single-structure interface (as
+    :class:`~potlearn_ase.descriptors.ace.ACEOutput`, with the baseline of the structure)."""
 
     def __init__(self, batch_output: FullACEBatchOutput):
-        self.batch_output = batch_output
-        self.features = batch_output.features
-        self.species = batch_output.species
-        self.n_species = batch_output.descriptor.n_species
-        self.volume = batch_output.volumes[0]
+        super().__init__(batch_output)  # type: ignore[arg-type]
         self.baseline_energies = batch_output.baseline_energies
         self.baseline_dx = batch_output.baseline_dx
         de = batch_output.baseline_dstrain
         self.baseline_dstrain = None if de is None else de[0]
-
-    def vjp(self, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dx, de = self.batch_output.vjp(G)
-        return dx, de[:, 0]
-
-    def linear_vjp(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dx, de = self.batch_output.linear_vjp(W)
-        return dx, de[:, 0]
-
-    def linear_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        e, dx, de = self.batch_output.linear_terms()
-        return e[0], dx, de[0]
