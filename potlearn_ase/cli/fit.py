@@ -37,20 +37,20 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if not train:
         raise DataFormatError(f"{args.train}: no structures to fit to")
     elements = sorted({s for a in train for s in a.get_chemical_symbols()})
-    desc = ACEDescriptor(
-        elements,
-        ACEConfig(
-            cutoff=args.cutoff, n_radial=args.n_radial, l_max=args.l_max, body_order=args.body_order
-        ),
-    )
     if args.descriptor == "ace":
         from potlearn_ase.descriptors import FullACEDescriptor
 
         degree = args.max_degree if args.max_degree is None else tuple(args.max_degree)
-        desc = FullACEDescriptor(  # type: ignore[assignment]
+        desc: Any = FullACEDescriptor(
             elements,
             FullACEConfig(cutoff=args.cutoff, correlation_order=args.correlation_order,
                           max_degree=degree[0] if degree and len(degree) == 1 else degree),
+        )
+    else:
+        desc = ACEDescriptor(
+            elements,
+            ACEConfig(cutoff=args.cutoff, n_radial=args.n_radial, l_max=args.l_max,
+                      body_order=args.body_order),
         )
     stage(f"fitting a {args.kind} committee of {args.members} to {len(train)} structures "
           f"({desc.n_features} features per element)")
