@@ -34,7 +34,7 @@ def test_demo_reports_real_work(tmp_path, capsys):
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["steps"] == 300 and summary["reference_calls"] >= 1
     if not summary["label_steps"]:  # 300 steps may end before the first label
-        assert "not calibrated" in out
+        assert "from cross-validation on the starting labels" in out
     # a rerun replaces its own earlier demo run, never another run
     assert main(["demo", "--steps", "20", "--run-dir", str(tmp_path / "demo")]) == 0
     cfg = json.loads(json.dumps(DEMO_CONFIG))

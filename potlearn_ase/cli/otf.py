@@ -30,7 +30,7 @@ DEMO_CONFIG: dict[str, Any] = {
         "friction": 0.02,
         "seed": 0,
     },
-    "trigger": {"kind": "adaptive", "factor": 1.2, "min_gap": 5},
+    "trigger": {"kind": "target", "force_error": 0.05},
     "initial": {"n_labels": 1, "rattle": 0.05},
     "validation": {"temperatures_K": [300.0, 700.0, 1200.0], "frames": 10, "every": 20},
     "run_dir": "demo-run",
@@ -60,8 +60,23 @@ def _print_summary(summary: dict[str, Any]) -> None:
         )
     note = ""
     if not summary.get("label_steps"):
-        note = " (not calibrated: no label was taken after the start; sigma is the raw spread)"
+        note = " (from cross-validation on the starting labels; no label was taken after them)"
     print(f"calibration alpha:        {summary['calibration']:.3f}{note}")
+    pe = summary.get("predicted_force_error") or {}
+    if pe:
+        print(
+            f"predicted force error:    median {pe['median']:.4f}, 90 % {pe['p90']:.4f}, "
+            f"99 % {pe['p99']:.4f}, max {pe['max']:.4f} eV/A over {pe['steps']} steps "
+            "(largest atom of each step)"
+        )
+        if "misfit" in pe:
+            print(f"  of which the model's misfit, which labels cannot remove: {pe['misfit']:.4f}")
+        if "target" in pe:
+            print(
+                f"  against the target {pe['target']:.4f} eV/A: above it at "
+                f"{100 * pe['fraction_above_target']:.1f} % of the steps, "
+                f"{100 * pe['fraction_above_target_last_tenth']:.1f} % of the last tenth"
+            )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ class EngineLearnConfig:
 
     reference: str | dict[str, Any] = "emt"
     trigger: dict[str, Any] = field(
-        default_factory=lambda: {"kind": "adaptive", "factor": 1.2, "min_gap": 5}
+        default_factory=lambda: {"kind": "target", "force_error": 0.05}
     )
     run_dir: str = "otf-run"
     settings: OTFConfig = field(default_factory=OTFConfig)

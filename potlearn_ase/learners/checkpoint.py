@@ -160,10 +160,12 @@ def counters_from_store(store: Any) -> dict[str, Any]:
     (starting labels have none). Returns ``n_reference_calls``, ``n_failures``,
     ``label_steps`` (the learner step of each label, in store order),
     ``reference_seconds``, ``ratios`` (the prequential calibration ratios stored with the
-    labels) and ``ratios_complete`` (whether every learner label holds its ratios).
+    labels), ``spreads`` (the raw spread of each ratio; empty when some label lacks them) and
+    ``ratios_complete`` (whether every learner label holds its ratios).
     """
     label_steps: list[int] = []
     ratios: list[float] = []
+    spreads: list[float] = []
     complete = True
     seconds = 0.0
     for atoms in store:
@@ -173,6 +175,8 @@ def counters_from_store(store: Any) -> dict[str, Any]:
             seconds += float(prov.get("wall_time") or 0.0)
             if "calibration_ratios" in prov:
                 ratios.extend(float(r) for r in prov["calibration_ratios"])
+                if "calibration_spreads" in prov:
+                    spreads.extend(float(r) for r in prov["calibration_spreads"])
             else:
                 complete = False
     n_failures = 0
@@ -186,6 +190,7 @@ def counters_from_store(store: Any) -> dict[str, Any]:
         "label_steps": label_steps,
         "reference_seconds": seconds,
         "ratios": ratios,
+        "spreads": spreads if len(spreads) == len(ratios) else [],
         "ratios_complete": complete,
     }
 
@@ -201,6 +206,7 @@ class StepRecord:
     decision: str
     temperature: float | None = None
     max_extrapolation_grade: float | None = None
+    predicted_force_error: float | None = None  # largest atom's, misfit included (eV/A)
 
 
 @dataclass
@@ -216,6 +222,7 @@ class LearnerState:
     consecutive_rejects: int = 0
     consecutive_failures: int = 0  # reference calls failed in a row
     ratios: list[float] = field(default_factory=list)
+    spreads: list[float] = field(default_factory=list)  # the raw spread of each ratio
     history: list[dict[str, Any]] = field(default_factory=list)
     label_steps: list[int] = field(default_factory=list)
     reference_seconds: float = 0.0

@@ -47,7 +47,6 @@ from ase import Atoms
 from potlearn_ase._moved import RENAMED_CONFIGS, moved_attribute
 from potlearn_ase.calculators.committee import CommitteeCalculator, committee_results
 from potlearn_ase.data.store import LabelStore
-from potlearn_ase.data.validate import get_labels
 from potlearn_ase.errors import ReferenceFailure
 from potlearn_ase.learners.checkpoint import HistoryLog, LearnerState, StepRecord, checkpoint_atoms
 from potlearn_ase.learners.otf_calculator import OTFCalculator
@@ -55,12 +54,15 @@ from potlearn_ase.learners.otf_checkpoint import CheckpointMixin
 from potlearn_ase.learners.otf_dynamics import DynamicsMixin
 from potlearn_ase.learners.otf_update import (
     calibration_factor,
-    pick_diverse,
+    epistemic_factor,
+    force_noise,
     prequential_ratios,
+    prequential_spreads,
     update_model,
 )
+from potlearn_ase.learners.otf_window import WindowMixin, reference_results
 from potlearn_ase.learners.reference import Reference
-from potlearn_ase.learners.triggers import Decision, Trigger
+from potlearn_ase.learners.triggers import Decision, Trigger, predicted_force_error
 
 __all__ = ["OTFConfig", "OnTheFlyLearner", "OTFCalculator", "checkpoint_atoms"]
 
@@ -93,6 +95,12 @@ class OTFConfig:
         is updated once.
     batch_size : int
         Labels per batch window.
+    lookahead : int
+        When the trigger asks for a label, the MD goes on with the committee for up to this
+        many steps; the structure with the highest priority (predicted error or
+        extrapolation grade) of that window is labelled and the MD rewinds to it
+        (:mod:`~potlearn_ase.learners.otf_window`). 1 labels the step that fired. Only with
+        ASE dynamics attached; engines that cannot rewind label the step that fired.
     seed : int
         Seeds committee draws after each update.
     """
@@ -104,10 +112,11 @@ class OTFConfig:
     checkpoint_every: int = 20
     batch_window: int = 0
     batch_size: int = 4
+    lookahead: int = 10
     seed: int = 0
 
 
-class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
+class OnTheFlyLearner(CheckpointMixin, DynamicsMixin, WindowMixin):
     """On-the-fly active learner around a committee calculator.
 
     Parameters
@@ -161,6 +170,10 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
         self._calculator = OTFCalculator(self)
         self._accepted: dict[str, Any] | None = None
         self._rewind = False
+        self._init_window()
+        self.force_noise = 0.0
+        self.epistemic_calibration = float(calculator.calibration)
+        self.refresh_uncertainty()
         self.on_label: list[Callable[[OnTheFlyLearner, Atoms], None]] = []
         self.checkpoint_extra: Callable[[], dict[str, Any]] | None = None
         self._history_log = (
@@ -203,7 +216,20 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
             stress=bool(atoms.pbc.all()),
             neighbours=None if nl is None else nl.update(atoms),
         )
-        return committee_results(pred, self.committee.calibration), pred
+        results = committee_results(pred, self.committee.calibration)
+        alpha = float(self.committee.calibration)
+        raw = float(results.get("max_force_std", 0.0)) / alpha if alpha > 0 else 0.0
+        results["force_noise"] = self.force_noise
+        results["epistemic_max_force_std"] = raw * self.epistemic_calibration
+        return results, pred
+
+    def refresh_uncertainty(self) -> None:
+        """Re-estimate the misfit (``force_noise``, eV/A) and the spread's factor with the
+        misfit set apart (``epistemic_calibration``) from the model and the labels so far."""
+        self.force_noise = force_noise(self.model)
+        self.epistemic_calibration = epistemic_factor(
+            self.state.ratios, self.state.spreads, self.force_noise, self.committee.calibration
+        )
 
     def step(
         self, atoms: Atoms, *, temperature: float | None = None
@@ -218,6 +244,13 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
             self.state.step += 1
 
     def _step(self, atoms: Atoms, temperature: float | None) -> tuple[dict[str, Any], Decision]:
+        results, decision = self._decide(atoms, temperature)
+        self.state.history[-1]["decision"] = decision.name.lower()  # what was done
+        return results, decision
+
+    def _decide(
+        self, atoms: Atoms, temperature: float | None
+    ) -> tuple[dict[str, Any], Decision]:
         results, pred = self.evaluate(atoms)
         decision = self.trigger.decide(self.state.step, atoms, results)
         self.state.history.append(
@@ -234,9 +267,19 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
                         if results.get("max_extrapolation_grade") is None
                         else float(results["max_extrapolation_grade"])
                     ),
+                    predicted_force_error=predicted_force_error(results),
                 )
             )
         )
+        fresh = self._fresh_label(atoms, results)
+        if fresh is not None:  # the structure a window labelled, rewound to
+            return fresh, Decision.SKIP
+        if self._uses_window() and self.settings.batch_window == 0 and (
+            self._window is not None or decision is Decision.LABEL
+        ):
+            if decision is Decision.REJECT:
+                self.state.n_rejects += 1
+            return self._window_step(atoms, results, pred, decision)
         if decision is Decision.REJECT:
             self.state.n_rejects += 1
             self.state.consecutive_rejects += 1
@@ -259,13 +302,7 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
         if decision is Decision.LABEL:
             labelled = self.label(atoms, results, pred)
             if labelled is not None:
-                ref = get_labels(labelled)
-                results = dict(results)
-                results["energy"] = results["free_energy"] = float(ref["energy"])
-                results["forces"] = np.asarray(ref["forces"])
-                if "stress" in ref:
-                    results["stress"] = np.asarray(ref["stress"])
-                results["labelled"] = True
+                results = reference_results(results, labelled)
         return results, decision
 
     def label(
@@ -318,6 +355,7 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
         else:
             answers = self.reference.label_many([frames[k] for k in todo], executor=self.executor)
         ratios: dict[int, list[float]] = {}
+        spreads: dict[int, list[float]] = {}
         for k, res in zip(todo, answers):
             self.state.n_reference_calls += 1
             self.state.reference_seconds += res.wall_time
@@ -354,9 +392,11 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
             pk = preds[k]
             assert pk is not None
             prov["calibration_ratios"] = prequential_ratios(pk, res.atoms)
+            prov["calibration_spreads"] = prequential_spreads(pk)
             self.store.append(res.atoms, provenance=prov)
             out[k] = res.atoms
             ratios[k] = prov["calibration_ratios"]
+            spreads[k] = prov["calibration_spreads"]
         new = set(todo)
         labelled = [(out[k], preds[k]) for k in range(n) if k in new and out[k] is not None]
         if not labelled:
@@ -364,6 +404,7 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
             return out
         for k in sorted(ratios):
             self.state.ratios.extend(ratios[k])
+            self.state.spreads.extend(spreads[k])
             self.state.label_steps.append(int(self.state.step))
         self._retrain([a for a, _ in labelled])
         for r in results:
@@ -388,28 +429,6 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
             "committee: fix the reference, then continue with --resume"
         )
 
-    def flush(self) -> None:
-        """Label what a batch window still holds; engines call it when the run ends."""
-        self._flush_batch()
-
-    def _flush_batch(self) -> None:
-        """Label a diverse subset of the gathered candidates (batch mode)."""
-        self._window_start = self.state.step + 1
-        cands, self._candidates = self._candidates, []
-        if not cands:
-            return
-        k = min(self.settings.batch_size, len(cands))
-        if k < len(cands):
-            pick = pick_diverse(
-                self.model.descriptor,
-                [c[0] for c in cands],
-                [c[1].get("max_force_std", 0.0) for c in cands],
-                k,
-            )
-            cands = [cands[i] for i in pick]
-        self.label_batch([c[0] for c in cands], [c[1] for c in cands], [c[2] for c in cands],
-                         [c[3] for c in cands])
-
     def _calibration(self) -> float:
         return calibration_factor(
             self.state.ratios,
@@ -421,6 +440,7 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):
     def _retrain(self, labelled: list[Atoms]) -> None:
         model = update_model(self.model, labelled, self.store, self.settings, self._rng)
         self.committee.set_model(model, calibration=self._calibration())
+        self.refresh_uncertainty()
 
 
 __getattr__ = moved_attribute(__name__, RENAMED_CONFIGS)

@@ -48,7 +48,7 @@ class CheckpointMixin:
         # not asdict(self.state): it would copy the whole history at every checkpoint
         skip = {"history"}  # streamed to history.jsonl
         if getattr(self, "_ratios_in_store", True):
-            skip.add("ratios")  # each label's are in its provenance
+            skip.update(("ratios", "spreads"))  # each label's are in its provenance
         state = {f.name: getattr(self.state, f.name) for f in fields(self.state)
                  if f.name not in skip}
         state["history_file"] = self._history_log.path.name
@@ -123,6 +123,7 @@ class CheckpointMixin:
         self._ratios_in_store = counts["ratios_complete"]
         if counts["ratios_complete"]:
             self.state.ratios = counts["ratios"]
+            self.state.spreads = counts["spreads"]
         self.state.n_reference_calls = counts["n_reference_calls"]
         self.state.n_failures = counts["n_failures"]
         self.state.label_steps = counts["label_steps"]

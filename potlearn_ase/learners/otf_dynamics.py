@@ -21,8 +21,9 @@ class DynamicsMixin:
     """How an :class:`~potlearn_ase.learners.otf.OnTheFlyLearner` drives ASE dynamics.
 
     A base of ``OnTheFlyLearner`` only: it uses the learner's ``calculator``, ``store``,
-    ``state``, ``settings``, ``run_dir``, ``label`` and ``checkpoint``, and the ``_accepted``
-    state and ``_rewind`` flag the learner sets.
+    ``state``, ``settings``, ``run_dir``, ``label`` and ``checkpoint``, the ``_accepted``
+    state and ``_rewind`` flag the learner sets, and the look-ahead window's rewind
+    (:class:`~potlearn_ase.learners.otf_window.WindowMixin`).
     """
 
     def attach(
@@ -41,10 +42,23 @@ class DynamicsMixin:
             from ase.io.trajectory import Trajectory
 
             self._traj = Trajectory(str(trajectory), "a")
+        self._held_frames = []
+        self.can_rewind = True
         self._save_accepted(atoms)
         self.geometry_step = int(dyn.nsteps)  # the first evaluation is of this state
 
         def observe() -> None:
+            if self._rewind_to is not None:  # a look-ahead window labelled an earlier step
+                k, state = self._rewind_to, self._rewind_state
+                self._rewind_to = self._rewind_state = None
+                assert state is not None
+                self._accepted = state
+                self._restore_accepted(atoms)
+                dyn.nsteps = k
+                self.state.md_step = k
+                self.geometry_step = k + 1
+                self._write_held_frames(upto=k)
+                return
             if self._rewind:
                 self._restore_accepted(atoms)
                 self._rewind = False
@@ -57,15 +71,26 @@ class DynamicsMixin:
             self.state.md_step = int(dyn.nsteps)
             self.geometry_step = self.state.md_step + 1  # what the next dyn.step() evaluates
             self._save_accepted(atoms)
+            self._keep_window_state(self.state.md_step, self._accepted)
             if self._traj is not None and self.state.md_step % interval == 0:
-                self._traj.write(atoms)
+                self._held_frames.append((self.state.md_step, atoms.copy()))
+            if not self.window_open:
+                self._write_held_frames()
             if (
-                self.run_dir is not None
+                not self.window_open
+                and self.run_dir is not None
                 and self.state.md_step % self.settings.checkpoint_every == 0
             ):
                 self.checkpoint(atoms)
 
         dyn.attach(observe, interval=1)
+
+    def _write_held_frames(self, upto: int | None = None) -> None:
+        """Write the held trajectory frames (those after step ``upto`` are dropped)."""
+        held, self._held_frames = self._held_frames, []
+        for step, frame in held:
+            if self._traj is not None and (upto is None or step <= upto):
+                self._traj.write(frame)
 
     def _save_accepted(self, atoms: Atoms) -> None:
         self._accepted = {

@@ -31,7 +31,16 @@ from potlearn_ase.models.linear import LinearCommittee
 if TYPE_CHECKING:
     from potlearn_ase.learners.otf import OTFConfig
 
-__all__ = ["calibration_factor", "pick_diverse", "prequential_ratios", "update_model"]
+__all__ = [
+    "calibration_factor",
+    "epistemic_factor",
+    "force_noise",
+    "initial_calibration",
+    "pick_diverse",
+    "prequential_ratios",
+    "prequential_spreads",
+    "update_model",
+]
 
 
 def prequential_ratios(pred: dict[str, np.ndarray], labelled: Atoms) -> list[float]:
@@ -47,6 +56,39 @@ def prequential_ratios(pred: dict[str, np.ndarray], labelled: Atoms) -> list[flo
     return (err[ok] / spread[ok]).ravel().tolist()
 
 
+def prequential_spreads(pred: dict[str, np.ndarray]) -> list[float]:
+    """The raw committee spread of the force components :func:`prequential_ratios` keeps, in
+    the same order (with the ratios they give the errors, for :func:`epistemic_factor`)."""
+    spread = pred["forces"].std(0)
+    return spread[spread > 0].ravel().tolist()
+
+
+def force_noise(model: CommitteeModel) -> float:
+    """The model's misfit of a force component (eV/A): the noise level its posterior infers
+    from the residuals of its fit, which labels cannot remove. 0 for models without one."""
+    if not isinstance(model, LinearCommittee) or model.posterior is None:
+        return 0.0
+    if model.config.noise_inferred:
+        sigma = getattr(model.noise, "sigma", None)
+        return float(sigma[1]) if sigma is not None else 0.0
+    weight = model.config.force_weight or 0.0
+    return float(np.sqrt(model.posterior.sigma2)) / weight if weight > 0 else 0.0
+
+
+def epistemic_factor(
+    ratios: Sequence[float], spreads: Sequence[float], noise: float, current: float
+) -> float:
+    """The spread's factor with the misfit ``noise`` set apart
+    (:func:`~potlearn_ase.models.calibration.noise_aware_factor` of the prequential errors);
+    ``current`` when the spreads are unknown (labels of earlier versions)."""
+    from potlearn_ase.models.calibration import noise_aware_factor
+
+    if not ratios or len(spreads) != len(ratios):
+        return current
+    s = np.asarray(spreads, float)
+    return noise_aware_factor(np.asarray(ratios, float) * s, s, noise)
+
+
 def calibration_factor(
     ratios: Sequence[float], n_labels: int, min_labels: int, current: float
 ) -> float:
@@ -54,6 +96,23 @@ def calibration_factor(
     if n_labels < min_labels or not ratios:
         return current
     return float(np.quantile(np.asarray(ratios), ONE_SIGMA))
+
+
+def initial_calibration(model: CommitteeModel, frames: Sequence[Atoms]) -> float:
+    """``alpha`` before the first on-the-fly label: cross-validation on the starting labels.
+
+    Folds of structures when there are at least 5, else folds of atoms (the force rows of an
+    eighth of each structure's atoms held out at a time), so that sigma is honest from the
+    first structure. Neural committees have no closed-form folds: 1.0 until the first label.
+    """
+    from potlearn_ase.models.calibration import cross_validated_factors
+
+    if not isinstance(model, LinearCommittee) or model.n_members < 2 or not frames:
+        return 1.0
+    unit = "structures" if len(frames) >= 5 else "atoms"
+    if unit == "atoms" and min(len(a) for a in frames) < 2:
+        return 1.0
+    return cross_validated_factors(model, frames, folds=8, unit=unit)["forces"]
 
 
 def update_model(

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "predicted_error_report",
     "labels_figure",
     "plot_learning_curve",
     "read_learning_curve",
@@ -183,3 +184,57 @@ def plot_learning_curve(curve: Sequence[dict[str, Any]], path: str | os.PathLike
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png")
     return out
+
+
+def predicted_error_report(
+    history: Sequence[Mapping[str, Any]],
+    trigger: Mapping[str, Any],
+    noise: float | None = None,
+) -> dict[str, Any]:
+    """The distribution of the largest per-atom predicted force error over the run's steps
+    (eV/A; misfit included where the history has it, else ``max |sigma_F_i| / sqrt(3)``),
+    against the target of a ``target`` trigger; ``noise`` is the model's misfit at the end."""
+    err = np.array(
+        [
+            h["predicted_force_error"]
+            if h.get("predicted_force_error") is not None
+            else h["max_force_std"] / np.sqrt(3.0)
+            for h in history
+        ],
+        dtype=float,
+    )
+    if err.size == 0:
+        return {}
+    q = np.quantile(err, [0.5, 0.9, 0.99])
+    out: dict[str, Any] = {
+        "steps": int(err.size),
+        "median": float(q[0]),
+        "p90": float(q[1]),
+        "p99": float(q[2]),
+        "max": float(err.max()),
+        "unit": "eV/A",
+    }
+    if noise is not None:
+        out["misfit"] = float(noise)
+    target = _target(trigger)
+    if target is not None:
+        out["target"] = target
+        out["fraction_above_target"] = float(np.mean(err > target))
+        last = err[-max(1, err.size // 10) :]
+        out["fraction_above_target_last_tenth"] = float(np.mean(last > target))
+        if noise is not None and noise > target:
+            log.warning(
+                "the model's misfit (%.4f eV/A per force component) is above the target "
+                "(%.4f eV/A): more labels cannot reach it; use a larger basis or raise the "
+                "target", noise, target,
+            )
+    return out
+
+
+def _target(trigger: Mapping[str, Any]) -> float | None:
+    """The accepted force error of a ``target`` trigger, also inside wrappers."""
+    while trigger:
+        if trigger.get("kind") == "target":
+            return float(trigger["force_error"])
+        trigger = trigger.get("inner") or {}
+    return None

@@ -34,7 +34,9 @@ from potlearn_ase.data.store import LabelStore
 from potlearn_ase.descriptors.ace import ACEDescriptor
 from potlearn_ase.errors import ConfigError, ReferenceFailure
 from potlearn_ase.learners.otf import OnTheFlyLearner, OTFConfig, checkpoint_atoms
+from potlearn_ase.learners.otf_update import initial_calibration
 from potlearn_ase.learners.reference import Reference
+from potlearn_ase.learners.report import predicted_error_report
 from potlearn_ase.learners.run_dir import (
     check_new_run_dir,
     clean_stale_temporaries,
@@ -284,8 +286,9 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
     n_initial = sum(a.info["provenance"].get("engine") == "initial" for a in store)
     if n_initial < cfg.initial.n_labels:
         label_initial(start, reference, store, cfg.initial, rng, skip=n_initial)
-    model = fit_run_model(cfg, store.frames(), elements, md.seed)
-    calc = CommitteeCalculator(model=model, calibration=1.0)
+    frames = store.frames()
+    model = fit_run_model(cfg, frames, elements, md.seed)
+    calc = CommitteeCalculator(model=model, calibration=initial_calibration(model, frames))
     learner = OnTheFlyLearner(
         calc,
         reference,
@@ -296,9 +299,13 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
         engine="ase",
     )
     atoms = start.copy()
+    first = next((a for a in frames if a.info["provenance"].get("engine") == "initial"), None)
+    if first is not None and len(first) == len(atoms):
+        atoms.set_positions(first.positions)  # the MD starts from the labelled structure
     state = restore_learner(learner, md.trajectory_interval) if resume else None
     if state is not None:
         calc.calibration = float(state.get("calibration", 1.0))
+        learner.refresh_uncertainty()
         atoms = checkpoint_atoms(state)
         if "md_rng" in state:
             rng.bit_generator.state = state["md_rng"]
@@ -359,6 +366,9 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
         "reference_time_s": learner.state.reference_seconds,
         "label_steps": learner.state.label_steps,
     }
+    summary["predicted_force_error"] = predicted_error_report(
+        learner.history, learner.trigger.describe(), learner.force_noise
+    )
     summary["reference_calls"] = _count_reference_calls(store)
     summary["initial_reference_calls"] = cfg.initial.n_labels
     if cfg.validation is not None and cfg.validation.frames > 0 and cfg.validation.temperatures_K:

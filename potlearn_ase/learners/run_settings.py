@@ -182,7 +182,7 @@ class OTFRunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     md: MDConfig = field(default_factory=MDConfig)
     trigger: dict[str, Any] = field(
-        default_factory=lambda: {"kind": "adaptive", "factor": 1.2, "min_gap": 5}
+        default_factory=lambda: {"kind": "target", "force_error": 0.05}
     )
     initial: InitialConfig = field(default_factory=InitialConfig)
     validation: ValidationConfig | None = field(default_factory=ValidationConfig)

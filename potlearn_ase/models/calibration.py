@@ -34,6 +34,7 @@ __all__ = [
     "cross_validated_factors",
     "fit_calibration",
     "force_errors_and_spread",
+    "noise_aware_factor",
 ]
 
 ONE_SIGMA = 0.6826894921370859
@@ -184,6 +185,7 @@ def cross_validated_factors(
     coverage: float = ONE_SIGMA,
     rng: np.random.Generator | int | None = 0,
     progress: bool = False,
+    unit: str = "structures",
 ) -> dict[str, float]:
     """Calibration factors of a linear committee from held-out folds of its training data.
 
@@ -201,13 +203,17 @@ def cross_validated_factors(
         Draws each fold's committee.
     progress : bool
         Show a progress bar over the structures and the folds.
+    unit : {"structures", "atoms"}
+        What a fold holds out: whole structures, or the force rows of a random subset of
+        each structure's atoms (their energy and stress rows stay in). Atom folds work from a
+        single structure, so an on-the-fly run has an honest sigma from its first label.
 
     Returns
     -------
     dict
         ``{"forces": alpha_F, "energy": alpha_E}``: the factor for force components and for
         structures' energies (``alpha_E`` equals ``alpha_F`` when there are fewer than 5
-        structures to judge energies by).
+        structures to judge energies by, or with atom folds).
 
     Raises
     ------
@@ -230,8 +236,12 @@ def cross_validated_factors(
         raise ValueError("cross-validated calibration uses force errors: force_weight is 0")
     if model.n_members < 2:
         return {"forces": 1.0, "energy": 1.0}
-    if len(frames) < 2:
+    if unit not in ("structures", "atoms"):
+        raise ValueError(f"unit must be 'structures' or 'atoms', got {unit!r}")
+    if unit == "structures" and len(frames) < 2:
         raise ValueError("cross-validated calibration needs at least 2 training structures")
+    if unit == "atoms" and (not frames or min(len(a) for a in frames) < 2):
+        raise ValueError("atom-fold calibration needs structures of at least 2 atoms")
     rows = []
     starts = range(0, len(frames), config.batch_size)
     if progress:
@@ -254,6 +264,8 @@ def cross_validated_factors(
             f"the model was fitted to {ne.n_rows}: pass exactly its training structures"
         )
     gen = np.random.default_rng(rng)
+    if unit == "atoms":
+        return _atom_fold_factors(model, ne, rows, folds, coverage, gen)
     order = gen.permutation(len(frames))
     n_folds = min(int(folds), len(frames))
     f_err, f_spread, e_err, e_spread = [], [], [], []
@@ -280,3 +292,72 @@ def cross_validated_factors(
     if len(frames) >= 5:
         alpha_e = _ratio_quantile(np.concatenate(e_err), np.concatenate(e_spread), coverage)
     return {"forces": alpha_f, "energy": alpha_e}
+
+
+def _atom_fold_factors(model, ne, rows, folds: int, coverage: float, gen) -> dict[str, float]:
+    """Force factors from folds of atoms: each fold takes the force rows of about
+    ``1/folds`` of every structure's atoms out of the normal equations, re-solves and draws a
+    committee, and judges it on those held-out force components."""
+    masks = []  # per structure: the fold of each force row (all three components of an atom)
+    n_folds = int(folds)
+    for _, _, _, block in rows:
+        n_atoms = int(np.count_nonzero(block == 1)) // 3
+        n_folds = min(n_folds, n_atoms)
+    for _, _, _, block in rows:
+        n_atoms = int(np.count_nonzero(block == 1)) // 3
+        fold_of_atom = np.empty(n_atoms, dtype=np.int64)
+        for f, idx in enumerate(np.array_split(gen.permutation(n_atoms), n_folds)):
+            fold_of_atom[idx] = f
+        fold_of_row = np.full(len(block), -1)
+        fold_of_row[block == 1] = np.repeat(fold_of_atom, 3)
+        masks.append(fold_of_row)
+    f_err, f_spread = [], []
+    for f in range(n_folds):
+        held = ne.copy()
+        for (A, y, w, _), fold_of_row in zip(rows, masks):
+            m = fold_of_row == f
+            held.remove(A[m], y[m], w[m])
+        draws = model.solve_posterior(held).sample(model.n_members, rng=gen)
+        for (A, y, _, _), fold_of_row in zip(rows, masks):
+            m = fold_of_row == f
+            pred = A[m] @ draws.T
+            f_err.append(pred.mean(axis=1) - y[m])
+            f_spread.append(pred.std(axis=1))
+    alpha = _ratio_quantile(np.concatenate(f_err), np.concatenate(f_spread), coverage)
+    return {"forces": alpha, "energy": alpha}
+
+
+def noise_aware_factor(
+    err: np.ndarray,
+    spread: np.ndarray,
+    noise: float,
+    *,
+    coverage: float = ONE_SIGMA,
+    floor: float = 1.0,
+) -> float:
+    """The factor ``alpha`` of the committee spread once the model's misfit is set apart.
+
+    Finds ``alpha`` with ``P(|error| <= sqrt((alpha * spread)^2 + noise^2)) = coverage``: the
+    error a model makes is its reducible (epistemic) part, which the committee spread ranks
+    and more labels shrink, plus a misfit of about ``noise`` that the model cannot remove.
+    Returns ``floor`` when the misfit alone covers the errors (the data then cannot tell
+    the spread's scale, and the Bayesian posterior's own scale, 1, is kept).
+    """
+    err, spread = np.abs(np.asarray(err, float)), np.asarray(spread, float)
+    ok = spread > 0
+    err, spread = err[ok], spread[ok]
+    if err.size == 0:
+        return floor
+
+    def covered(alpha: float) -> float:
+        return float(np.mean(err <= np.sqrt((alpha * spread) ** 2 + noise**2)))
+
+    if covered(floor) >= coverage:
+        return floor
+    lo, hi = floor, max(floor, 1.0)
+    while covered(hi) < coverage and hi < 1e6:
+        lo, hi = hi, hi * 2.0
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if covered(mid) >= coverage else (mid, hi)
+    return hi

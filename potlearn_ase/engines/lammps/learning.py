@@ -149,6 +149,7 @@ def _starting_model(
     """The first committee of a run without a model file: fit to labelled rattled copies."""
     import numpy as np
 
+    from potlearn_ase.learners.otf_update import initial_calibration
     from potlearn_ase.learners.run import OTFRunConfig, fit_run_model, label_initial
 
     if len(store) == 0:
@@ -156,10 +157,9 @@ def _starting_model(
             atoms, reference, store, cfg.initial, np.random.default_rng(cfg.settings.seed)
         )
     elements = sorted(set(atoms.get_chemical_symbols()))
-    model = fit_run_model(
-        OTFRunConfig(model=cfg.model), store.frames(), elements, cfg.settings.seed
-    )
-    return CommitteeCalculator(model=model, calibration=1.0)
+    frames = store.frames()
+    model = fit_run_model(OTFRunConfig(model=cfg.model), frames, elements, cfg.settings.seed)
+    return CommitteeCalculator(model=model, calibration=initial_calibration(model, frames))
 
 
 def run_lammps_learning(

@@ -38,7 +38,12 @@ from potlearn_ase.config import from_mapping
 from potlearn_ase.errors import ConfigError
 from potlearn_ase.learners.triggers.adaptive import AdaptiveThreshold
 from potlearn_ase.learners.triggers.base import Decision, Trigger, max_force_std
-from potlearn_ase.learners.triggers.target import TargetError, predicted_force_error
+from potlearn_ase.learners.triggers.target import (
+    TargetError,
+    labelling_threshold,
+    predicted_force_error,
+    reducible_force_error,
+)
 from potlearn_ase.learners.triggers.thresholds import (
     EnergyThreshold,
     ExtrapolationThreshold,
@@ -62,7 +67,9 @@ __all__ = [
     "TrustWindow",
     "max_extrapolation_grade",
     "max_force_std",
+    "labelling_threshold",
     "predicted_force_error",
+    "reducible_force_error",
     "trigger_from_config",
 ]
 

@@ -94,6 +94,11 @@ class Trigger(abc.ABC):
         """Called by the learner after the frame of ``step`` was labelled (no-op here)."""
         return None
 
+    def priority(self, results: Mapping[str, Any]) -> float:
+        """How much a structure is worth labelling, to rank the candidates of a window:
+        here its largest calibrated per-atom force sigma (eV/Angstrom)."""
+        return max_force_std(results)
+
     @property
     @abc.abstractmethod
     def threshold(self) -> float:

@@ -2,12 +2,23 @@
 
 The user states the force error they accept, ``force_error`` in eV/Angstrom, in the unit of
 the force RMSE they would measure on test data (the root mean square over the Cartesian
-components). For every atom the committee predicts that error as
-``|sigma_F_i| / sqrt(3)``, the root mean square of the atom's three calibrated force sigmas;
-the frame is labelled when some atom's predicted error passes the target, or when the
-extrapolation grade says the structure lies outside the training data. As the model improves
-its predicted errors fall below the target everywhere the MD goes, and labelling stops,
-however long the run.
+components). The learner predicts each atom's error in two parts:
+
+* the **reducible** part, ``alpha_e |s_i| / sqrt(3)``: the committee spread ``s_i`` of the
+  atom's force (what the model does not know yet; labels shrink it), scaled by the factor
+  that the labels' prequential errors give it once the misfit is set apart;
+* the **misfit** ``noise``: the error the model keeps however many labels it gets (its
+  posterior's noise level, from the residuals of its fit).
+
+The predicted error of the atom is ``sqrt(reducible^2 + noise^2)``. A frame is labelled when
+some atom's reducible error passes what the target leaves for it, ``sqrt(force_error^2 -
+noise^2)`` (at least ``noise / 2``, when the misfit alone nearly fills or passes the target:
+more labels cannot then bring the error under the target, so they are spent only where the
+model does not know), or when the extrapolation grade says the structure lies far outside the
+training data. As the model improves, its reducible error falls below that everywhere the MD
+goes, and labelling stops however long the run. Without the learner's keys
+(``epistemic_max_force_std``, ``force_noise``) the calibrated ``max_force_std`` is the
+reducible part and the misfit is 0.
 """
 
 from __future__ import annotations
@@ -22,13 +33,28 @@ from ase import Atoms
 
 from potlearn_ase.learners.triggers.base import Decision, Trigger, check_positive, max_force_std
 
-__all__ = ["TargetError", "predicted_force_error"]
+__all__ = ["TargetError", "labelling_threshold", "predicted_force_error", "reducible_force_error"]
+
+
+def reducible_force_error(results: Mapping[str, Any]) -> float:
+    """The largest per-atom reducible force error (eV/Angstrom): the atom's committee spread,
+    scaled with the misfit set apart, as the root mean square of its components."""
+    if results.get("epistemic_max_force_std") is not None:
+        return float(results["epistemic_max_force_std"]) / math.sqrt(3.0)
+    return max_force_std(results) / math.sqrt(3.0)
 
 
 def predicted_force_error(results: Mapping[str, Any]) -> float:
-    """The largest per-atom predicted force error (eV/Angstrom): ``max_i |sigma_F_i|/sqrt(3)``,
-    the root mean square of each atom's calibrated component sigmas."""
-    return max_force_std(results) / math.sqrt(3.0)
+    """The largest per-atom predicted force error (eV/Angstrom), misfit included:
+    ``sqrt(reducible^2 + noise^2)``."""
+    noise = float(results.get("force_noise") or 0.0)
+    return math.hypot(reducible_force_error(results), noise)
+
+
+def labelling_threshold(force_error: float, noise: float) -> float:
+    """The reducible error (eV/A) above which a frame is labelled for a target ``force_error``
+    and a misfit ``noise``: ``sqrt(force_error^2 - noise^2)``, but at least ``noise / 2``."""
+    return max(math.sqrt(max(force_error**2 - noise**2, 0.0)), 0.5 * noise)
 
 
 @dataclass(eq=False)
@@ -42,11 +68,14 @@ class TargetError(Trigger):
         RMSE). Default 0.05.
     max_grade : float or None
         Also label when the largest per-atom extrapolation grade passes this (models with an
-        active set; dimensionless, 1 is the edge of the training span). None: sigma only.
+        active set; dimensionless, 1 is the edge of the training span). Default 100: grades
+        of tens are common where the model is already accurate (in the demo, up to 80 with
+        predicted errors under 0.04 eV/A), so only structures far outside the data are
+        labelled on the grade alone. None: sigma only.
     """
 
     force_error: float = 0.05
-    max_grade: float | None = 5.0
+    max_grade: float | None = 100.0
 
     kind = "target"
 
@@ -56,15 +85,17 @@ class TargetError(Trigger):
             self.max_grade = check_positive("max_grade", self.max_grade)
 
     def decide(self, step: int, atoms: Atoms | None, results: Mapping[str, Any]) -> Decision:
-        err = predicted_force_error(results)
-        if not math.isfinite(err) or err > self.force_error:
-            return Decision.LABEL
+        return Decision.LABEL if self.priority(results) > 1.0 else Decision.SKIP
+
+    def priority(self, results: Mapping[str, Any]) -> float:
+        """The reducible error over its labelling threshold, or the grade over its limit if
+        larger (dimensionless; above 1 means the structure is labelled)."""
+        noise = float(results.get("force_noise") or 0.0)
+        p = reducible_force_error(results) / labelling_threshold(self.force_error, noise)
         grade = results.get("max_extrapolation_grade")
         if self.max_grade is not None and grade is not None:
-            g = float(np.asarray(grade))
-            if not math.isfinite(g) or g > self.max_grade:
-                return Decision.LABEL
-        return Decision.SKIP
+            p = max(p, float(np.asarray(grade)) / self.max_grade)
+        return p if math.isfinite(p) else math.inf
 
     @property
     def threshold(self) -> float:

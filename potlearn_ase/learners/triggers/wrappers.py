@@ -62,6 +62,9 @@ class TrustWindow(Trigger):
     def notify_labelled(self, step: int, results: Mapping[str, Any]) -> None:
         self.inner.notify_labelled(step, results)
 
+    def priority(self, results: Mapping[str, Any]) -> float:
+        return self.inner.priority(results)
+
     @property
     def threshold(self) -> float:
         """The inner trigger's threshold (in its unit)."""
@@ -123,6 +126,9 @@ class MinGap(Trigger):
         if self.last_label is None or step > self.last_label:
             self.last_label = int(step)
         self.inner.notify_labelled(step, results)
+
+    def priority(self, results: Mapping[str, Any]) -> float:
+        return self.inner.priority(results)
 
     @property
     def threshold(self) -> float:

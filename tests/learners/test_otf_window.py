@@ -1,0 +1,228 @@
+"""Labels worth their cost: the look-ahead window, the MD's start, honest sigma from the first
+label, the misfit set apart, and the accuracy target as the default trigger."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from ase import units
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import read
+from ase.md.langevin import Langevin
+
+from potlearn_ase.calculators import CommitteeCalculator
+from potlearn_ase.cli import DEMO_CONFIG
+from potlearn_ase.data.generate import thermalize
+from potlearn_ase.data.store import LabelStore
+from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
+from potlearn_ase.errors import ConfigError
+from potlearn_ase.learners.otf import OnTheFlyLearner, OTFConfig
+from potlearn_ase.learners.reference import Reference
+from potlearn_ase.learners.run import run_otf
+from potlearn_ase.learners.triggers import Decision, FixedThreshold, TargetError
+from potlearn_ase.models import LinearFitConfig, fit_linear
+from potlearn_ase.models.base import committee_results
+from potlearn_ase.models.calibration import cross_validated_factors, noise_aware_factor
+
+FIT = LinearFitConfig(n_members=8, energy_weight=30.0, force_weight=1.0, stress_weight=1.0)
+
+
+def _labelled(atoms):
+    ref = atoms.copy()
+    ref.calc = EMT()
+    out = atoms.copy()
+    out.calc = SinglePointCalculator(
+        out, energy=ref.get_potential_energy(), forces=ref.get_forces(), stress=ref.get_stress()
+    )
+    return out
+
+
+def _rattled(seed, amplitude=0.05):
+    a = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    a.rattle(amplitude, seed=seed)
+    return _labelled(a)
+
+
+@dataclass(eq=False)
+class Scripted(FixedThreshold):
+    """Asks for a label at its ``fire``-th call and ranks candidates by a fixed script."""
+
+    fire: int = 3
+    script: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.calls = 0
+        self.ranked = 0
+
+    def decide(self, step, atoms, results):
+        self.calls += 1
+        return Decision.LABEL if self.calls == self.fire else Decision.SKIP
+
+    def priority(self, results):
+        self.ranked += 1
+        return self.script[self.ranked - 1]
+
+
+def _learner(tmp_path, trigger, lookahead):
+    desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=6, l_max=2))
+    start = [_rattled(1)]
+    model = fit_linear(desc, start, FIT, rng=0)
+    store = LabelStore(tmp_path / "labels.h5")
+    store.append(start[0], provenance={"reference": "emt", "engine": "initial"})
+    return OnTheFlyLearner(
+        CommitteeCalculator(model=model),
+        Reference.from_spec("emt"),
+        store,
+        trigger,
+        run_dir=tmp_path,
+        settings=OTFConfig(lookahead=lookahead),
+    )
+
+
+def test_window_labels_its_most_uncertain_structure_and_the_md_goes_on_from_it(tmp_path):
+    # the third evaluation fires; of the four candidates the second is ranked highest
+    trigger = Scripted(1.0, fire=3, script=(0.5, 3.0, 1.0, 0.2))
+    learner = _learner(tmp_path, trigger, lookahead=4)
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    thermalize(atoms, 600, np.random.default_rng(0))
+    dyn = Langevin(atoms, 2 * units.fs, temperature_K=600, friction=0.02,
+                   rng=np.random.default_rng(1), fixcm=False)
+    learner.attach(dyn, trajectory=tmp_path / "md.traj", interval=1)
+    seen = []  # (evaluated positions, results) of every learner step
+    step = learner.step
+    learner.step = lambda a, **kw: seen.append((a.positions.copy(), step(a, **kw))) or seen[-1][1]
+    kept = []  # (md step, positions) as the observers see them
+    dyn.attach(lambda: kept.append((dyn.nsteps, atoms.positions.copy())), interval=1)
+    dyn.run(10)
+
+    assert learner.n_reference_calls == 1 and len(learner.store) == 2
+    labelled, prov = learner.store[1], learner.store.provenance(1)
+    # the initial evaluation is step 0; the trigger fired on the third evaluation (MD step 2),
+    # and the candidates are MD steps 2, 3, 4, 5: the second of them, step 3, was labelled
+    assert prov["md_step"] == 3
+    np.testing.assert_allclose(labelled.positions, seen[3][0], atol=1e-12)
+    # the MD was rewound to it: after step 4 the observers see step 3's state again (the
+    # learner's observer rewinds within step 5, before the others run)
+    steps = [s for s, _ in kept]
+    assert steps[:7] == [0, 1, 2, 3, 4, 3, 4]
+    np.testing.assert_allclose(kept[5][1], labelled.positions, atol=1e-12)
+    # the next evaluation is of the labelled structure, and it is driven by the reference
+    j = next(k for k in range(6, len(seen)) if np.array_equal(seen[k][0], labelled.positions))
+    results, decision = seen[j][1]
+    np.testing.assert_allclose(results["forces"], labelled.get_forces(), atol=1e-12)
+    assert results["labelled"] and decision is Decision.SKIP
+    # ten kept steps, and the trajectory holds one frame per kept step, none of those undone
+    assert dyn.nsteps == 10 and learner.state.md_step == 10
+    traj = read(tmp_path / "md.traj", ":")
+    assert len(traj) == 11
+    np.testing.assert_allclose(traj[3].positions, labelled.positions, atol=1e-12)
+    learner.store.close()
+
+
+def test_a_window_open_at_the_end_of_a_run_is_labelled(tmp_path):
+    trigger = Scripted(1.0, fire=3, script=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6))
+    learner = _learner(tmp_path, trigger, lookahead=50)
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    thermalize(atoms, 600, np.random.default_rng(0))
+    dyn = Langevin(atoms, 2 * units.fs, temperature_K=600, friction=0.02, fixcm=False)
+    learner.attach(dyn)
+    dyn.run(6)
+    assert learner.n_reference_calls == 0
+    learner.flush()
+    assert learner.n_reference_calls == 1 and learner.store.provenance(1)["md_step"] == 6
+    learner.store.close()
+
+
+def test_atom_folds_give_an_honest_sigma_from_one_structure():
+    desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=6, l_max=2))
+    train = [_rattled(1)]
+    model = fit_linear(desc, train, FIT, rng=0)
+    alpha = cross_validated_factors(model, train, unit="atoms", folds=8)["forces"]
+    inside = []
+    for seed in (11, 12, 13, 14):  # independent structures of the same kind
+        test = _rattled(seed)
+        r = committee_results(model.predict(test, forces=True), alpha)
+        inside.append(np.abs(r["forces"] - test.get_forces()) <= r["forces_std"])
+    coverage = float(np.mean(inside))
+    assert 0.5 <= coverage <= 0.9, (alpha, coverage)
+    with pytest.raises(ValueError, match="structures"):
+        cross_validated_factors(model, train)  # structure folds need two structures
+
+
+def test_noise_aware_factor_sets_the_misfit_apart():
+    rng = np.random.default_rng(0)
+    spread = rng.uniform(0.01, 0.1, 20000)
+    noise = 0.1
+    err = rng.standard_normal(spread.size) * np.sqrt((2.0 * spread) ** 2 + noise**2)
+    assert noise_aware_factor(err, spread, noise) == pytest.approx(2.0, rel=0.05)
+    # the plain factor would absorb the misfit into the spread
+    assert np.quantile(np.abs(err) / spread, 0.683) > 3.0
+    # errors the misfit alone covers leave the posterior's own scale
+    small = rng.standard_normal(spread.size) * 0.5 * noise
+    assert noise_aware_factor(small, spread, noise) == 1.0
+
+
+def test_target_spends_labels_only_on_what_labels_can_remove():
+    t = TargetError(force_error=0.05)
+    # misfit 0.03 leaves sqrt(0.05^2 - 0.03^2) = 0.04 for the reducible part
+    r = {"epistemic_max_force_std": 0.039 * np.sqrt(3), "force_noise": 0.03, "max_force_std": 1}
+    assert t.decide(0, None, r) is Decision.SKIP
+    r["epistemic_max_force_std"] = 0.041 * np.sqrt(3)
+    assert t.decide(1, None, r) is Decision.LABEL
+    # a misfit above the target: labels only where the reducible part is half the misfit
+    r = {"epistemic_max_force_std": 0.02 * np.sqrt(3), "force_noise": 0.06, "max_force_std": 1}
+    assert t.decide(2, None, r) is Decision.SKIP
+    r["epistemic_max_force_std"] = 0.031 * np.sqrt(3)
+    assert t.decide(3, None, r) is Decision.LABEL
+
+
+def _small_run(tmp_path, name, steps, trigger=None, T=700.0):
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    cfg.update(run_dir=str(tmp_path / name), progress=False, validation=None)
+    cfg["md"].update(steps=steps, temperature_K=T, trajectory_interval=1)
+    if trigger is not None:
+        cfg["trigger"] = trigger
+    return cfg
+
+
+def test_the_run_starts_from_the_labelled_structure_and_reports_against_the_target(tmp_path):
+    cfg = _small_run(tmp_path, "run", 3)
+    summary = run_otf(cfg)
+    store = LabelStore(tmp_path / "run" / "labels.h5", mode="r")
+    first = store[0]
+    store.close()
+    traj = read(tmp_path / "run" / "md.traj", ":")
+    np.testing.assert_allclose(traj[0].positions, first.positions, atol=1e-12)
+    perfect = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    assert np.abs(first.positions - perfect.positions).max() > 0.01  # a rattled copy
+    pe = summary["predicted_force_error"]
+    assert pe["target"] == 0.05 and pe["steps"] >= 3 and 0.0 <= pe["fraction_above_target"] <= 1
+    assert pe["median"] <= pe["p90"] <= pe["max"] and pe["misfit"] >= 0.0
+    # the default trigger is the accuracy target, and sigma is calibrated from the start
+    assert summary["calibration"] != 1.0
+
+
+def test_labelling_stops_as_the_model_meets_the_target(tmp_path):
+    """At a fixed temperature the target trigger stops labelling; the adaptive one does not."""
+    target = run_otf(_small_run(tmp_path, "target", 600))
+    adaptive = run_otf(
+        _small_run(tmp_path, "adaptive", 600, {"kind": "adaptive", "factor": 1.2, "min_gap": 5})
+    )
+    late = [s for s in target["label_steps"] if s > 300]
+    assert len(late) <= 1, target["label_steps"]
+    assert target["reference_calls"] < adaptive["reference_calls"]
+    assert target["predicted_force_error"]["fraction_above_target_last_tenth"] == 0.0
+
+
+def test_bad_target_fails_before_anything_is_written(tmp_path):
+    for bad in (0.0, -0.1):
+        cfg = _small_run(tmp_path, "bad", 3, {"kind": "target", "force_error": bad})
+        with pytest.raises(ConfigError, match="force_error"):
+            run_otf(cfg)
+        assert not (tmp_path / "bad").exists()
