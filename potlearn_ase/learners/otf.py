@@ -95,6 +95,10 @@ class OTFConfig:
         Labels per batch window.
     seed : int
         Seeds committee draws after each update.
+    trust_factor : float
+        With reference workers (:mod:`~potlearn_ase.learners.otf_async`): while labels are
+        pending, a step whose predicted force error passes this times the trigger's
+        threshold waits for them and rewinds to the last accepted state.
     """
 
     max_consecutive_rejects: int = 20
@@ -105,6 +109,7 @@ class OTFConfig:
     batch_window: int = 0
     batch_size: int = 4
     seed: int = 0
+    trust_factor: float = 3.0
 
 
 class OnTheFlyLearner(CheckpointMixin, DynamicsMixin):

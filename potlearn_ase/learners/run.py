@@ -33,7 +33,8 @@ from potlearn_ase.data.batch import set_cpu_threads
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.descriptors.ace import ACEDescriptor
 from potlearn_ase.errors import ConfigError, ReferenceFailure
-from potlearn_ase.learners.otf import OnTheFlyLearner, OTFConfig, checkpoint_atoms
+from potlearn_ase.learners.otf import OTFConfig, checkpoint_atoms
+from potlearn_ase.learners.otf_async import learner_class
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.run_dir import (
     check_new_run_dir,
@@ -286,7 +287,7 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
         label_initial(start, reference, store, cfg.initial, rng, skip=n_initial)
     model = fit_run_model(cfg, store.frames(), elements, md.seed)
     calc = CommitteeCalculator(model=model, calibration=1.0)
-    learner = OnTheFlyLearner(
+    learner = learner_class(reference)(  # reference.workers > 0: the MD does not wait
         calc,
         reference,
         store,
