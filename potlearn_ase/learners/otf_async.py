@@ -200,8 +200,9 @@ class AsyncOnTheFlyLearner(OnTheFlyLearner):
                 "timestamp": time.time(),
                 "workers": self.labeller.workers,
             }
-            if a.recovered:
-                prov["recovered"] = True
+            for flag in ("recovered", "resubmitted"):  # how a killed run's call ended
+                if getattr(a, flag, False) or a.meta.get(flag):
+                    prov[flag] = True
             if not res.ok or res.atoms is None:
                 self.state.n_failures += 1
                 self.state.consecutive_failures += 1

@@ -272,6 +272,7 @@ class AsyncLabeller:
                 arrivals.append(Arrival(key, job.atoms, _load_result(done, job.atoms),
                                         job.pred_forces, job.meta, recovered=True))
                 continue
+            job.meta["resubmitted"] = True  # its first call never returned
             self._start(key, job)
             again += 1
         if arrivals or again:
