@@ -109,6 +109,7 @@ class AsyncOnTheFlyLearner(OnTheFlyLearner):
         self.trust_factor = check_positive("trust_factor", self.settings.trust_factor)
         pending = None if self.run_dir is None else self.run_dir / "pending"
         self.labeller = labeller or AsyncLabeller(self.reference, n, directory=pending)
+        self.labeller.start()  # the workers import the package while the run sets up
         self._recovered = False
         self._last_atoms: Atoms | None = None
 
@@ -235,7 +236,7 @@ class AsyncOnTheFlyLearner(OnTheFlyLearner):
         self._recovered = True
         arrivals, _ = self.labeller.recover(self.store)
         self._collect(arrivals, atoms)
-        self.labeller.start()
+        self.labeller.start(wait=True)  # once: the first labels do not wait for start-up
 
     # ------------------------------------------------------------------ waiting
     def label(

@@ -294,3 +294,15 @@ def test_sigkill_with_pending_labels_loses_and_repeats_nothing(tmp_path):
     assert summary["reference_calls"] == len(hashes) + n_failures == sum(ended.values())
     assert any(p.get("md_step_arrival", 0) > p.get("md_step", 0) for p in provs)
     assert not list((rd / "pending").glob("*.npz"))
+
+
+def test_engines_that_cannot_rewind_refuse_workers_before_anything_is_written(tmp_path):
+    from potlearn_ase.engines.ipi.learning import run_ipi_learning
+    from potlearn_ase.engines.lammps.learning import run_lammps_learning
+
+    cfg = {"reference": {"calculator": "emt", "workers": 1}, "run_dir": str(tmp_path / "run")}
+    with pytest.raises(ConfigError, match=r"reference\.workers.*i-PI cannot rewind"):
+        run_ipi_learning(None, _cu(), cfg)
+    with pytest.raises(ConfigError, match=r"reference\.workers.*LAMMPS cannot rewind"):
+        run_lammps_learning(["run 0"], cfg)
+    assert not (tmp_path / "run").exists()
