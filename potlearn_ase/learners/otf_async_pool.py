@@ -101,9 +101,10 @@ class AsyncLabeller:
         Where each pending call is recorded (see the module notes); None keeps nothing on
         disk (a killed process then loses its pending calls).
     executor : concurrent.futures.Executor, optional
-        Run the calls here instead of an own process pool (e.g. an
-        ``mpi4py.futures.MPIPoolExecutor``); it must run ``_work`` where ``reference`` is
-        set up, so an own pool is the tested way.
+        Run the calls here instead of an own pool; its workers must have run
+        ``_init_worker(reference, None)``. By default the pool is made here: worker
+        processes, or an ``mpi4py.futures.MPIPoolExecutor`` over the other MPI ranks when
+        ``reference.pool`` is ``"mpi"``.
     mp_context : str
         Start method of the own pool: ``"spawn"`` (the default) or ``"forkserver"``; never
         ``"fork"`` of a process running torch threads.
@@ -128,7 +129,14 @@ class AsyncLabeller:
 
     # ------------------------------------------------------------------ pool
     def _pool(self) -> Executor:
-        if self._executor is None:
+        if self._executor is None and getattr(self.reference, "pool", "process") == "mpi":
+            from mpi4py.futures import MPIPoolExecutor
+
+            # the MPI job ends every rank when one dies: no parent watch (ranks may be remote)
+            self._executor = MPIPoolExecutor(
+                max_workers=self.workers, initializer=_init_worker, initargs=(self.reference, None)
+            )
+        elif self._executor is None:
             import multiprocessing
 
             self._executor = ProcessPoolExecutor(
@@ -358,10 +366,12 @@ def _die_with_parent(main_pid: int) -> None:
         os._exit(1)
 
 
-def _init_worker(reference: Reference, main_pid: int) -> None:
-    """Initializer of a worker process: keep the reference (its calculator is made once)."""
+def _init_worker(reference: Reference, main_pid: int | None) -> None:
+    """Initializer of a worker process: keep the reference (its calculator is made once);
+    with ``main_pid``, die with the process that made the worker."""
     global _REFERENCE
-    _die_with_parent(main_pid)
+    if main_pid is not None:
+        _die_with_parent(main_pid)
     _REFERENCE = reference
 
 

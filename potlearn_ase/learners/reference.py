@@ -39,7 +39,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from potlearn_ase.errors import ConfigError
 from potlearn_ase.learners.reference_result import LabelResult, log_reference_call
-from potlearn_ase.learners.reference_specs import check_workers, reference_kwargs
+from potlearn_ase.learners.reference_specs import check_workers, mpi_workers, reference_kwargs
 
 __all__ = ["LabelResult", "Reference"]
 
@@ -93,10 +93,11 @@ class Reference:
     preflight : callable, optional
         ``preflight(atoms)`` raises :class:`~potlearn_ase.errors.ConfigError` when the
         reference cannot label ``atoms`` (see :meth:`check`).
-    workers : int
+    workers : int or "mpi"
         Worker processes that label while an on-the-fly run's MD goes on
         (:mod:`~potlearn_ase.learners.otf_async`); 0, the default, labels in the MD process
-        and the MD waits. At most the cores this process may use.
+        and the MD waits. At most the cores this process may use; ``"mpi"``: the other ranks
+        of the MPI job (``pool`` is then ``"mpi"`` and ``workers`` their count).
     """
 
     def __init__(
@@ -142,7 +143,10 @@ class Reference:
                 f"got {limit!r}"
             )
         self.max_consecutive_failures = limit
-        self.workers = check_workers(workers, "Reference workers")
+        # "mpi": the other ranks of the MPI job (their count in workers, pool "mpi")
+        pool = check_workers(workers, "Reference workers")
+        self.pool = "mpi" if pool == "mpi" else "process"
+        self.workers = mpi_workers("Reference workers") if pool == "mpi" else int(pool)
         if not all(callable(f) for f in fallbacks):
             raise ConfigError("Reference fallbacks must be callables returning calculators")
         self.calculator = calculator
@@ -391,6 +395,7 @@ class Reference:
             "max_consecutive_failures": self.max_consecutive_failures,
             "fallbacks": len(self.fallbacks),
             "workers": self.workers,
+            "pool": self.pool,
         }
 
     def __repr__(self) -> str:

@@ -25,7 +25,7 @@ from ase.calculators.calculator import Calculator
 
 from potlearn_ase.errors import ConfigError
 
-__all__ = ["available_cores", "check_workers", "reference_kwargs"]
+__all__ = ["available_cores", "check_workers", "mpi_workers", "reference_kwargs"]
 
 _OPTIONS = (
     "name", "timeout", "retries", "properties", "stress", "max_consecutive_failures", "workers"
@@ -90,24 +90,54 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def check_workers(value: Any, key: str) -> int:
+def mpi_workers(key: str) -> int:
+    """The MPI ranks other than this one: the workers of ``workers: mpi``.
+
+    Raises
+    ------
+    ConfigError
+        mpi4py is missing, or this process is the only rank, naming ``key``.
+    """
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise ConfigError(
+            f"{key}: 'mpi' needs mpi4py: pip install potlearn-ase[mpi]"
+        ) from None
+    size = MPI.COMM_WORLD.Get_size()
+    if size < 2:
+        raise ConfigError(
+            f"{key}: 'mpi' labels on the other MPI ranks, and this process is alone: start "
+            "it as mpiexec -n N+1 python -m mpi4py.futures -m potlearn_ase.cli otf CONFIG"
+        )
+    return size - 1
+
+
+def check_workers(value: Any, key: str) -> int | str:
     """``value`` as a count of reference worker processes, checked against the cores.
 
     Parameters
     ----------
-    value : int
-        The worker processes: 0 labels in the MD process itself.
+    value : int or "mpi"
+        The worker processes: 0 labels in the MD process itself; ``"mpi"`` labels on the
+        other ranks of an MPI job (see :func:`mpi_workers`).
     key : str
         The name of the setting for the message (``reference.workers``).
 
     Raises
     ------
     ConfigError
-        ``value`` is not an integer >= 0, or it exceeds :func:`available_cores` (workers
-        that share cores run no faster and slow the MD down), naming ``key``.
+        ``value`` is not an integer >= 0 or ``"mpi"``, it exceeds :func:`available_cores`
+        (workers that share cores run no faster and slow the MD down), or ``"mpi"`` cannot
+        work here; the message names ``key``.
     """
+    if value == "mpi":
+        mpi_workers(key)
+        return "mpi"
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ConfigError(f"{key}: expected an integer >= 0 (worker processes), got {value!r}")
+        raise ConfigError(
+            f"{key}: expected an integer >= 0 (worker processes) or 'mpi', got {value!r}"
+        )
     cores = available_cores()
     if value > cores:
         raise ConfigError(

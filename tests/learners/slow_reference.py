@@ -24,7 +24,7 @@ class SlowEMT(EMT):
         super().calculate(*args, **kwargs)
 
 
-def slow_reference(delay: float, workers: int, **options: Any) -> Reference:
+def slow_reference(delay: float, workers: int | str, **options: Any) -> Reference:
     """The reference of ``{calculator: emt, workers: ...}`` (same name and parameters, so
     the same label store accepts it), each calculation ``delay`` seconds slower."""
     kwargs = reference_kwargs({"calculator": "emt", "workers": workers, **options})
@@ -32,7 +32,7 @@ def slow_reference(delay: float, workers: int, **options: Any) -> Reference:
     return Reference(**kwargs)
 
 
-def run_config(run_dir: str, steps: int, workers: int) -> dict[str, Any]:
+def run_config(run_dir: str, steps: int, workers: int | str) -> dict[str, Any]:
     """A small ``potlearn otf`` configuration of 8-atom fcc Cu that labels often."""
     return {
         "structure": {"bulk": "Cu", "crystalstructure": "fcc", "a": 3.61, "cubic": True,
@@ -52,7 +52,8 @@ def run_config(run_dir: str, steps: int, workers: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m tests.learners.slow_reference RUN_DIR STEPS WORKERS DELAY [--resume]``:
-    ``run_otf`` of :func:`run_config` with the slow reference in place of EMT."""
+    ``run_otf`` of :func:`run_config` with the slow reference in place of EMT (``WORKERS``
+    a count or ``mpi``)."""
     import sys
 
     from potlearn_ase.learners import run as run_module
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     resume = "--resume" in args
     if resume:
         args.remove("--resume")
-    run_dir, steps, workers, delay = args[0], int(args[1]), int(args[2]), float(args[3])
+    run_dir, steps, delay = args[0], int(args[1]), float(args[3])
+    workers: int | str = args[2] if args[2] == "mpi" else int(args[2])
     ref = slow_reference(delay, workers)
     run_module.Reference.from_spec = classmethod(lambda cls, spec: ref)  # type: ignore
     if resume:

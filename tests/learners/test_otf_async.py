@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -306,3 +308,51 @@ def test_engines_that_cannot_rewind_refuse_workers_before_anything_is_written(tm
     with pytest.raises(ConfigError, match=r"reference\.workers.*LAMMPS cannot rewind"):
         run_lammps_learning(["run 0"], cfg)
     assert not (tmp_path / "run").exists()
+
+
+def _mpiexec() -> str | None:
+    local = Path(sys.executable).parent / "mpiexec"
+    return str(local) if local.exists() else shutil.which("mpiexec")
+
+
+MPIEXEC = _mpiexec()
+_LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+
+
+def _mpi_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return {**env, **extra}
+
+
+@pytest.mark.skipif(MPIEXEC is None or importlib.util.find_spec("mpi4py") is None,
+                    reason="mpiexec or mpi4py not installed (pip install potlearn-ase[mpi])")
+def test_mpi_ranks_label_while_rank_0_runs_the_md(tmp_path):
+    # alone, 'mpi' has no ranks to label on: an error naming the key, before any file
+    alone = subprocess.run(
+        [sys.executable, "-c", "from potlearn_ase.learners.reference import Reference; "
+         "Reference.from_spec({'calculator': 'emt', 'workers': 'mpi'})"],
+        env=_mpi_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert alone.returncode != 0 and "ConfigError: reference.workers: 'mpi'" in alone.stderr
+    rd, log = tmp_path / "run", tmp_path / "calls.jsonl"
+    done = subprocess.run(
+        [MPIEXEC, "-n", "3", sys.executable, "-m", "mpi4py.futures", "-m",
+         "tests.learners.slow_reference", str(rd), "400", "mpi", "0.1"],
+        env=_mpi_env(POTLEARN_REFERENCE_LOG=str(log)), cwd=ROOT, capture_output=True,
+        text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ok, _, _, _ = _calls(log)
+    by_pid = Counter(json.loads(line)["pid"] for line in log.read_text().splitlines()
+                     if json.loads(line)["event"] == "end")
+    with LabelStore(rd / "labels.h5", mode="r") as store:
+        provs = [a.info["provenance"] for a in store]
+        hashes = [structure_hash(a) for a in store]
+    learned = [p for p in provs if "learner_step" in p]
+    assert len(learned) >= 3 and all(p["workers"] == 2 for p in learned)
+    # rank 0 made the starting labels; the two worker ranks made the learner's
+    assert len(by_pid) == 3 and sorted(by_pid.values())[0] == 2
+    assert any(p["md_step_arrival"] > p["md_step"] for p in learned)
+    assert sorted(ok) == sorted(hashes) and max(ok.values()) == 1
