@@ -125,7 +125,7 @@ class AsyncOnTheFlyLearner(OnTheFlyLearner):
         beyond = not err <= limit  # a NaN is never trusted
         if decision is Decision.REJECT or (beyond and self.labeller.pending):
             self._record(results, Decision.REJECT, temperature)
-            self._collect(self.labeller.wait_all(), atoms)  # the MD waits here, and only here
+            self._collect(self.labeller.wait_all(), atoms)  # the MD waits for them
             self.state.n_rejects += 1
             self.state.consecutive_rejects += 1
             if self.state.consecutive_rejects > self.settings.max_consecutive_rejects:
@@ -262,7 +262,10 @@ class AsyncOnTheFlyLearner(OnTheFlyLearner):
             self._submit(atoms, results, pred)
         self._collect(self.labeller.wait_all(), atoms)
         found = self.store.find(atoms)
-        return None if found is None else self.store[found]
+        if found is None:
+            return None
+        self.trigger.notify_labelled(self.state.step, results)
+        return self.store[found]
 
     def flush(self) -> None:
         """Wait for every pending label, store it and update the model; then stop the
