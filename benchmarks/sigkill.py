@@ -25,8 +25,11 @@ At the end it reports:
 
 Prints a table and writes ``benchmarks/results/sigkill.json``.
 
+With ``--workers N`` the run labels in N reference worker processes while its MD goes on
+(``reference: {calculator: emt, workers: N}``), so kills also land while calls are pending.
+
 Usage: ``python benchmarks/sigkill.py [--kills 20] [--steps 1500] [--seed 0] [--out PATH]
-[--quick]``
+[--quick] [--workers N]``
 """
 
 from __future__ import annotations
@@ -50,11 +53,11 @@ HERE = Path(__file__).resolve().parent
 INTERVAL = 5  # md.trajectory_interval
 
 
-def config(run_dir: Path, steps: int) -> dict[str, Any]:
+def config(run_dir: Path, steps: int, workers: int = 0) -> dict[str, Any]:
     return {
         "structure": {"bulk": "Cu", "crystalstructure": "fcc", "a": 3.61, "cubic": True,
                       "repeat": [2, 1, 1]},
-        "reference": "emt",
+        "reference": {"calculator": "emt", "workers": workers} if workers else "emt",
         "model": {
             "descriptor": {"cutoff": 4.0, "n_radial": 4, "l_max": 1},
             "fit": {"n_members": 4},
@@ -162,13 +165,14 @@ def _counters(run_dir: Path, steps: int, store: dict[str, Any]) -> dict[str, Any
 
 
 def campaign(
-    kills: int, steps: int, seed: int, workdir: Path, max_delay: float = 4.0
+    kills: int, steps: int, seed: int, workdir: Path, max_delay: float = 4.0, workers: int = 0
 ) -> dict[str, Any]:
-    """Run the campaign in ``workdir``; returns the report."""
+    """Run the campaign in ``workdir``; returns the report (``workers``: reference worker
+    processes, 0 labels in the MD process)."""
     rng = np.random.default_rng(seed)
     run_dir = workdir / "run"
     cfg_path = workdir / "otf.yaml"
-    cfg_path.write_text(yaml.safe_dump(config(run_dir, steps)))
+    cfg_path.write_text(yaml.safe_dump(config(run_dir, steps, workers)))
     call_log = workdir / "reference-calls.jsonl"
     stderr_log = workdir / "stderr.log"
     env = dict(os.environ, POTLEARN_REFERENCE_LOG=str(call_log), PYTHONUNBUFFERED="1")
@@ -291,16 +295,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(HERE / "results" / "sigkill.json"))
     p.add_argument("--workdir", default=None, help="keep the run here (default: a temp dir)")
     p.add_argument("--quick", action="store_true", help="5 kills of a 300-step run")
+    p.add_argument("--workers", type=int, default=0,
+                   help="reference.workers: label in worker processes while the MD goes on")
     args = p.parse_args(argv)
     if args.quick:
         args.kills, args.steps = 5, 300
     if args.workdir:
         work = Path(args.workdir)
         work.mkdir(parents=True, exist_ok=False)
-        report = campaign(args.kills, args.steps, args.seed, work, args.max_delay)
+        report = campaign(args.kills, args.steps, args.seed, work, args.max_delay, args.workers)
     else:
         with tempfile.TemporaryDirectory(prefix="sigkill-") as tmp:
-            report = campaign(args.kills, args.steps, args.seed, Path(tmp), args.max_delay)
+            report = campaign(args.kills, args.steps, args.seed, Path(tmp), args.max_delay,
+                              args.workers)
     print_table(report)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

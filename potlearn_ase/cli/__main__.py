@@ -2,4 +2,5 @@
 
 from potlearn_ase.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when imported, e.g. by the workers of mpi4py.futures
+    raise SystemExit(main())

@@ -31,7 +31,7 @@ DEMO_CONFIG: dict[str, Any] = {
         "seed": 0,
     },
     "trigger": {"kind": "target", "force_error": 0.05},
-    "initial": {"n_labels": 1, "rattle": 0.05},
+    "initial": {"n_labels": 1, "rattle": 0.1},
     "validation": {"temperatures_K": [300.0, 700.0, 1200.0], "frames": 10, "every": 20},
     "run_dir": "demo-run",
 }

@@ -2,6 +2,7 @@
 
 from potlearn_ase._moved import RENAMED_CONFIGS, moved_attribute
 from potlearn_ase.learners.otf import OnTheFlyLearner, OTFCalculator, OTFConfig
+from potlearn_ase.learners.otf_async import AsyncOnTheFlyLearner
 from potlearn_ase.learners.reference import LabelResult, Reference
 from potlearn_ase.learners.run import run_otf
 from potlearn_ase.learners.triggers import (
@@ -19,6 +20,7 @@ from potlearn_ase.learners.triggers import (
 
 __all__ = [
     "AdaptiveThreshold",
+    "AsyncOnTheFlyLearner",
     "Decision",
     "EnergyThreshold",
     "ExtrapolationThreshold",

@@ -54,7 +54,7 @@ from potlearn_ase.learners.otf_checkpoint import CheckpointMixin
 from potlearn_ase.learners.otf_dynamics import DynamicsMixin
 from potlearn_ase.learners.otf_update import (
     calibration_factor,
-    epistemic_factor,
+    error_model,
     force_noise,
     prequential_ratios,
     prequential_spreads,
@@ -103,6 +103,10 @@ class OTFConfig:
         ASE dynamics attached; engines that cannot rewind label the step that fired.
     seed : int
         Seeds committee draws after each update.
+    trust_factor : float
+        With reference workers (:mod:`~potlearn_ase.learners.otf_async`): while labels are
+        pending, a step whose predicted force error passes this times the trigger's
+        threshold waits for them and rewinds to the last accepted state.
     """
 
     max_consecutive_rejects: int = 20
@@ -114,6 +118,7 @@ class OTFConfig:
     batch_size: int = 4
     lookahead: int = 10
     seed: int = 0
+    trust_factor: float = 3.0
 
 
 class OnTheFlyLearner(CheckpointMixin, DynamicsMixin, WindowMixin):
@@ -217,18 +222,21 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin, WindowMixin):
             neighbours=None if nl is None else nl.update(atoms),
         )
         results = committee_results(pred, self.committee.calibration)
-        alpha = float(self.committee.calibration)
-        raw = float(results.get("max_force_std", 0.0)) / alpha if alpha > 0 else 0.0
+        per_atom = np.linalg.norm(pred["forces"].std(0), axis=-1)  # raw spread, (N,)
+        a = self.epistemic_calibration
         results["force_noise"] = self.force_noise
-        results["epistemic_max_force_std"] = raw * self.epistemic_calibration
+        results["epistemic_max_force_std"] = a * float(per_atom.max(initial=0.0))
+        results["epistemic_rms_force_std"] = a * float(np.sqrt(np.mean(per_atom**2)))
         return results, pred
 
     def refresh_uncertainty(self) -> None:
-        """Re-estimate the misfit (``force_noise``, eV/A) and the spread's factor with the
-        misfit set apart (``epistemic_calibration``) from the model and the labels so far."""
-        self.force_noise = force_noise(self.model)
-        self.epistemic_calibration = epistemic_factor(
-            self.state.ratios, self.state.spreads, self.force_noise, self.committee.calibration
+        """Re-estimate the committee's error model from the model and the labels so far:
+        the spread's factor with the misfit set apart (``epistemic_calibration``) and the
+        misfit of a force component (``force_noise``, eV/A)."""
+        self.epistemic_calibration, self.force_noise = error_model(
+            self.state.ratios,
+            self.state.spreads,
+            (float(self.committee.calibration), force_noise(self.model)),
         )
 
     def step(

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "calibration_factor",
-    "epistemic_factor",
+    "error_model",
     "force_noise",
     "initial_calibration",
     "pick_diverse",
@@ -75,18 +75,21 @@ def force_noise(model: CommitteeModel) -> float:
     return float(np.sqrt(model.posterior.sigma2)) / weight if weight > 0 else 0.0
 
 
-def epistemic_factor(
-    ratios: Sequence[float], spreads: Sequence[float], noise: float, current: float
-) -> float:
-    """The spread's factor with the misfit ``noise`` set apart
-    (:func:`~potlearn_ase.models.calibration.noise_aware_factor` of the prequential errors);
-    ``current`` when the spreads are unknown (labels of earlier versions)."""
-    from potlearn_ase.models.calibration import noise_aware_factor
+def error_model(
+    ratios: Sequence[float],
+    spreads: Sequence[float],
+    current: tuple[float, float],
+    min_components: int = 60,
+) -> tuple[float, float]:
+    """``(alpha, noise)`` of the committee's error model from the prequential errors
+    (:func:`~potlearn_ase.models.calibration.fit_error_model`); ``current`` while fewer than
+    ``min_components`` are known, or when the spreads are not (labels of earlier versions)."""
+    from potlearn_ase.models.calibration import fit_error_model
 
-    if not ratios or len(spreads) != len(ratios):
+    if len(ratios) < min_components or len(spreads) != len(ratios):
         return current
     s = np.asarray(spreads, float)
-    return noise_aware_factor(np.asarray(ratios, float) * s, s, noise)
+    return fit_error_model(np.asarray(ratios, float) * s, s)
 
 
 def calibration_factor(

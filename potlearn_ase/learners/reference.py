@@ -39,7 +39,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from potlearn_ase.errors import ConfigError
 from potlearn_ase.learners.reference_result import LabelResult, log_reference_call
-from potlearn_ase.learners.reference_specs import reference_kwargs
+from potlearn_ase.learners.reference_specs import check_workers, mpi_workers, reference_kwargs
 
 __all__ = ["LabelResult", "Reference"]
 
@@ -93,6 +93,11 @@ class Reference:
     preflight : callable, optional
         ``preflight(atoms)`` raises :class:`~potlearn_ase.errors.ConfigError` when the
         reference cannot label ``atoms`` (see :meth:`check`).
+    workers : int or "mpi"
+        Worker processes that label while an on-the-fly run's MD goes on
+        (:mod:`~potlearn_ase.learners.otf_async`); 0, the default, labels in the MD process
+        and the MD waits. At most the cores this process may use; ``"mpi"``: the other ranks
+        of the MPI job (``pool`` is then ``"mpi"`` and ``workers`` their count).
     """
 
     def __init__(
@@ -109,6 +114,7 @@ class Reference:
         max_consecutive_failures: int | None = 5,
         fallbacks: Sequence[Callable[[], Calculator]] = (),
         preflight: Callable[[Atoms], None] | None = None,
+        workers: int = 0,
     ):
         if (calculator is None) == (factory is None):
             raise ConfigError("Reference needs exactly one of calculator= and factory=")
@@ -137,6 +143,10 @@ class Reference:
                 f"got {limit!r}"
             )
         self.max_consecutive_failures = limit
+        # "mpi": the other ranks of the MPI job (their count in workers, pool "mpi")
+        pool = check_workers(workers, "Reference workers")
+        self.pool = "mpi" if pool == "mpi" else "process"
+        self.workers = mpi_workers("Reference workers") if pool == "mpi" else int(pool)
         if not all(callable(f) for f in fallbacks):
             raise ConfigError("Reference fallbacks must be callables returning calculators")
         self.calculator = calculator
@@ -384,6 +394,8 @@ class Reference:
             "stress": self.stress,
             "max_consecutive_failures": self.max_consecutive_failures,
             "fallbacks": len(self.fallbacks),
+            "workers": self.workers,
+            "pool": self.pool,
         }
 
     def __repr__(self) -> str:
@@ -410,8 +422,8 @@ class Reference:
             GPAW and ESPRESSO take documented defaults (cutoff, k-points, smearing) and a
             ``fallback`` list of settings for the retries: see
             :mod:`potlearn_ase.learners.reference_dft`. Every spec may also hold the
-            wrapper options ``name``, ``timeout``, ``retries``, ``properties``, ``stress``
-            and ``max_consecutive_failures``.
+            wrapper options ``name``, ``timeout``, ``retries``, ``properties``, ``stress``,
+            ``max_consecutive_failures`` and ``workers``.
 
         Raises
         ------

@@ -15,6 +15,7 @@ import copy
 import functools
 import importlib.util
 import json
+import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -24,9 +25,11 @@ from ase.calculators.calculator import Calculator
 
 from potlearn_ase.errors import ConfigError
 
-__all__ = ["reference_kwargs"]
+__all__ = ["available_cores", "check_workers", "mpi_workers", "reference_kwargs"]
 
-_OPTIONS = ("name", "timeout", "retries", "properties", "stress", "max_consecutive_failures")
+_OPTIONS = (
+    "name", "timeout", "retries", "properties", "stress", "max_consecutive_failures", "workers"
+)
 _FALLBACKS = "__fallbacks__"  # where a builder hands back the settings of each retry
 
 
@@ -64,6 +67,8 @@ def reference_kwargs(spec: str | Mapping[str, Any] | None) -> dict[str, Any]:
     params = {"calculator": kind, **{k: _jsonable(v) for k, v in shown.items()}}
     if fallback_kwargs:
         params["fallback"] = [_jsonable(kw) for kw in fallback_kwargs]
+    if "workers" in options:
+        options["workers"] = check_workers(options["workers"], "reference.workers")
     name = options.pop("name", kind)
     if "properties" in options and isinstance(options["properties"], str):
         raise ConfigError("reference.properties: expected a list of property names")
@@ -75,6 +80,71 @@ def reference_kwargs(spec: str | Mapping[str, Any] | None) -> dict[str, Any]:
 
         out["preflight"] = functools.partial(check_structure, kind, kwargs)
     return out
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def mpi_workers(key: str) -> int:
+    """The MPI ranks other than this one: the workers of ``workers: mpi``.
+
+    Raises
+    ------
+    ConfigError
+        mpi4py is missing, or this process is the only rank, naming ``key``.
+    """
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise ConfigError(
+            f"{key}: 'mpi' needs mpi4py: pip install potlearn-ase[mpi]"
+        ) from None
+    size = MPI.COMM_WORLD.Get_size()
+    if size < 2:
+        raise ConfigError(
+            f"{key}: 'mpi' labels on the other MPI ranks, and this process is alone: start "
+            "it as mpiexec -n N+1 python -m mpi4py.futures -m potlearn_ase.cli otf CONFIG"
+        )
+    return size - 1
+
+
+def check_workers(value: Any, key: str) -> int | str:
+    """``value`` as a count of reference worker processes, checked against the cores.
+
+    Parameters
+    ----------
+    value : int or "mpi"
+        The worker processes: 0 labels in the MD process itself; ``"mpi"`` labels on the
+        other ranks of an MPI job (see :func:`mpi_workers`).
+    key : str
+        The name of the setting for the message (``reference.workers``).
+
+    Raises
+    ------
+    ConfigError
+        ``value`` is not an integer >= 0 or ``"mpi"``, it exceeds :func:`available_cores`
+        (workers that share cores run no faster and slow the MD down), or ``"mpi"`` cannot
+        work here; the message names ``key``.
+    """
+    if value == "mpi":
+        mpi_workers(key)
+        return "mpi"
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ConfigError(
+            f"{key}: expected an integer >= 0 (worker processes) or 'mpi', got {value!r}"
+        )
+    cores = available_cores()
+    if value > cores:
+        raise ConfigError(
+            f"{key}: {value} worker processes, but this process may run on only {cores} "
+            f"core(s); give at most {cores} (0 labels in the MD process)"
+        )
+    return int(value)
 
 
 def _jsonable(value: Any) -> Any:

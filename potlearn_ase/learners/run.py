@@ -33,7 +33,8 @@ from potlearn_ase.data.batch import set_cpu_threads
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.descriptors.ace import ACEDescriptor
 from potlearn_ase.errors import ConfigError, ReferenceFailure
-from potlearn_ase.learners.otf import OnTheFlyLearner, OTFConfig, checkpoint_atoms
+from potlearn_ase.learners.otf import OTFConfig, checkpoint_atoms
+from potlearn_ase.learners.otf_async import learner_class
 from potlearn_ase.learners.otf_update import initial_calibration
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.report import predicted_error_report
@@ -289,7 +290,7 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
     frames = store.frames()
     model = fit_run_model(cfg, frames, elements, md.seed)
     calc = CommitteeCalculator(model=model, calibration=initial_calibration(model, frames))
-    learner = OnTheFlyLearner(
+    learner = learner_class(reference)(  # reference.workers > 0: the MD does not wait
         calc,
         reference,
         store,

@@ -34,7 +34,7 @@ __all__ = [
     "cross_validated_factors",
     "fit_calibration",
     "force_errors_and_spread",
-    "noise_aware_factor",
+    "fit_error_model",
 ]
 
 ONE_SIGMA = 0.6826894921370859
@@ -327,37 +327,51 @@ def _atom_fold_factors(model, ne, rows, folds: int, coverage: float, gen) -> dic
     return {"forces": alpha, "energy": alpha}
 
 
-def noise_aware_factor(
+def fit_error_model(
     err: np.ndarray,
     spread: np.ndarray,
-    noise: float,
     *,
     coverage: float = ONE_SIGMA,
     floor: float = 1.0,
-) -> float:
-    """The factor ``alpha`` of the committee spread once the model's misfit is set apart.
+) -> tuple[float, float]:
+    """The committee's error model ``|error| ~ sqrt((alpha * spread)^2 + noise^2)``.
 
-    Finds ``alpha`` with ``P(|error| <= sqrt((alpha * spread)^2 + noise^2)) = coverage``: the
-    error a model makes is its reducible (epistemic) part, which the committee spread ranks
-    and more labels shrink, plus a misfit of about ``noise`` that the model cannot remove.
-    Returns ``floor`` when the misfit alone covers the errors (the data then cannot tell
-    the spread's scale, and the Bayesian posterior's own scale, 1, is kept).
+    The error a model makes on new data is a reducible (epistemic) part, which the committee
+    spread ranks and more labels shrink, plus a misfit ``noise`` that the model cannot remove.
+    ``alpha`` and ``noise`` are the maximum-likelihood values for Gaussian errors with that
+    variance, then scaled together so that ``coverage`` of the errors lie within the model's
+    sigma. ``alpha`` is at least ``floor``: where the spread does not rank the errors (the
+    misfit explains them all) the Bayesian posterior's own scale, 1, is kept, so that a
+    structure unlike the data still shows its spread.
+
+    Returns
+    -------
+    (alpha, noise)
+        Dimensionless, and in the unit of ``err`` (eV/A for force components).
     """
+    from scipy.optimize import minimize
+
     err, spread = np.abs(np.asarray(err, float)), np.asarray(spread, float)
-    ok = spread > 0
+    ok = (spread > 0) & np.isfinite(err) & np.isfinite(spread)
     err, spread = err[ok], spread[ok]
     if err.size == 0:
-        return floor
+        return floor, 0.0
+    e2, s2 = err**2, spread**2
+    scale = float(np.sqrt(np.mean(e2))) or 1.0
 
-    def covered(alpha: float) -> float:
-        return float(np.mean(err <= np.sqrt((alpha * spread) ** 2 + noise**2)))
+    def nll(x: np.ndarray) -> float:
+        v = np.exp(2 * x[0]) * s2 + (np.exp(x[1]) * scale) ** 2
+        return float(np.sum(np.log(v) + e2 / v))
 
-    if covered(floor) >= coverage:
-        return floor
-    lo, hi = floor, max(floor, 1.0)
-    while covered(hi) < coverage and hi < 1e6:
-        lo, hi = hi, hi * 2.0
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if covered(mid) >= coverage else (mid, hi)
-    return hi
+    ratio = float(np.sqrt(np.mean(e2) / np.mean(s2)))
+    res = minimize(nll, [np.log(max(ratio, 1e-3)), np.log(0.5)], method="Nelder-Mead",
+                   options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 2000})
+    alpha, noise = float(np.exp(res.x[0])), float(np.exp(res.x[1]) * scale)
+    z = err / np.sqrt((alpha * spread) ** 2 + noise**2)
+    c = float(np.quantile(z, coverage))  # the common factor that gives the coverage
+    alpha, noise = c * alpha, c * noise
+    if alpha < floor:  # keep the spread's own scale; the misfit takes what is left
+        alpha = floor
+        rest = np.maximum(e2 - (alpha * spread) ** 2, 0.0)
+        noise = float(np.sqrt(np.quantile(rest, coverage)))
+    return alpha, noise

@@ -38,6 +38,7 @@ from potlearn_ase.config import load_config
 from potlearn_ase.data.store import LabelStore
 from potlearn_ase.engines.ipi.client import IPIClient
 from potlearn_ase.engines.learning import EngineLearnConfig, prepare_run_dir
+from potlearn_ase.errors import ConfigError
 from potlearn_ase.learners.otf import OnTheFlyLearner
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.triggers import Decision, trigger_from_config
@@ -125,13 +126,16 @@ def run_ipi_learning(
         written to ``run_dir/summary.json``.
     """
     cfg = load_config(IPILearnConfig, config)
+    reference = Reference.from_spec(cfg.reference)
+    if reference.workers:  # the trust window of worker labels needs an MD that can rewind
+        raise ConfigError(f"reference.workers: {reference.workers} worker processes need ASE "
+                          "dynamics (potlearn otf); i-PI cannot rewind: give 0")
     run_dir = prepare_run_dir(cfg.run_dir, resume)
     if resume:
         from potlearn_ase.calculators.committee import load
 
         saved = load(run_dir / "model.pt")
         calculator.set_model(saved.model, calibration=saved.calibration)
-    reference = Reference.from_spec(cfg.reference)
     trigger = trigger_from_config(cfg.trigger)
     store = LabelStore(run_dir / "labels.h5", mode="a")
     try:

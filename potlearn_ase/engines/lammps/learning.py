@@ -205,8 +205,11 @@ def run_lammps_learning(
     from potlearn_ase.engines.lammps.native import snap_reexport_hook
 
     cfg = _as_config(config)
-    run_dir = prepare_run_dir(cfg.run_dir, resume)
     reference = Reference.from_spec(cfg.reference)
+    if reference.workers:  # the trust window of worker labels needs an MD that can rewind
+        raise ConfigError(f"reference.workers: {reference.workers} worker processes need ASE "
+                          "dynamics (potlearn otf); LAMMPS cannot rewind: give 0")
+    run_dir = prepare_run_dir(cfg.run_dir, resume)
     trigger = trigger_from_config(cfg.trigger)
     store = LabelStore(run_dir / "labels.h5", mode="a")
     n_before = len(store)
