@@ -16,10 +16,18 @@ same starting structure, seed, time step, friction and ramp.
 Held-out frames are made once per system and cached in ``benchmarks/results/``: independent
 reference-driven Langevin runs at several temperatures, each equilibrated for five thermostat
 times before frames are taken; the mean kinetic temperature is printed beside each label.
+A cached set whose mean kinetic temperature is off its label by more than 10 % is made again.
 Reported per system and code: reference calls, force RMSE per temperature, energy MAE
-(meV/atom), wall and CPU time (CPU includes child processes). Prints a table and writes
-``benchmarks/results/otf_peers.json``. ``--quick`` is a smoke run (a tenth of the steps,
-two held-out temperatures with 2 frames each).
+(meV/atom), wall and CPU time (CPU includes child processes). Prints a table, writes
+``benchmarks/results/otf_peers.json`` and (unless ``--quick``) rewrites the ``otf_peers``
+section of ``RESULTS.md``. ``--quick`` is a smoke run (a tenth of the steps, two held-out
+temperatures with 2 frames each).
+
+``--codes flare|potlearn|both`` picks the codes. Every FLARE row is also stored in
+``benchmarks/results/otf_peers_flare.json`` under a key made of the system's protocol (steps,
+ramp, time step, friction, seed, reference spec, cutoff) and the sha256 of the held-out frames
+file; ``--reuse-flare`` takes the stored row when that key matches (the table marks it with the
+date it was run) and runs FLARE otherwise. FLARE runs with ``OMP_NUM_THREADS=1``.
 """
 
 from __future__ import annotations
