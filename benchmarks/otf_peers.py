@@ -430,6 +430,8 @@ def main() -> None:
         results[name] = row
         print(f"done {name}", file=sys.stderr, flush=True)
         RESULTS.mkdir(exist_ok=True)
+        kept = json.loads(out.read_text()) if out.exists() else {}  # another run may have written
+        results = {**kept, name: row}
         out.write_text(json.dumps(results, indent=2))
     shown = {n: results[n] for n in args.systems}
     print("held-out frames: label K -> mean kinetic K")
