@@ -360,6 +360,9 @@ def write_results_section(results: dict, path: Path = HERE / "RESULTS.md") -> No
         "",
         f"written by otf_peers.py {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} "
         "UTC; wall and CPU include the reference; timings are noisy (2 shared cores).",
+        "potlearn: `run_otf` defaults; FLARE: sparse GP with its own example settings "
+        "(`_flare_otf.py`), trained on energies, forces and stresses. Errors on the same "
+        "held-out frames, reused rows marked with the date they were run.",
         "",
         *results_table(results),
         "",
