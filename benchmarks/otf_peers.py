@@ -170,18 +170,22 @@ def heldout_frames(name: str, sys_: dict, quick: bool, attempts: int = 4) -> lis
 
 
 def _errors(frames: list, energies: list[float], forces: list[np.ndarray]) -> dict:
+    """Force RMSE (eV/A) per label and overall; energy MAE and mean signed error (meV/atom)."""
     by_t: dict[str, list[np.ndarray]] = {}
-    e_err = []
+    e_by_t: dict[str, list[float]] = {}
     for a, e, f in zip(frames, energies, forces):
         key = f"{a.info['temperature_K']:.0f}"
         by_t.setdefault(key, []).append((np.asarray(f) - a.get_forces()).ravel())
-        e_err.append(abs(e - a.get_potential_energy()) / len(a))
+        e_by_t.setdefault(key, []).append(1000.0 * (e - a.get_potential_energy()) / len(a))
+    e_err = np.concatenate(list(e_by_t.values()))
     return {
         "force_rmse_by_temperature": {
             k: float(np.sqrt(np.mean(np.concatenate(v) ** 2))) for k, v in by_t.items()
         },
         "force_rmse": float(np.sqrt(np.mean(np.concatenate(sum(by_t.values(), [])) ** 2))),
-        "energy_mae_meV_per_atom": 1000.0 * float(np.mean(e_err)),
+        "energy_mae_meV_per_atom": float(np.mean(np.abs(e_err))),
+        "energy_mae_by_temperature": {k: float(np.mean(np.abs(v))) for k, v in e_by_t.items()},
+        "energy_mean_error_by_temperature": {k: float(np.mean(v)) for k, v in e_by_t.items()},
     }
 
 
