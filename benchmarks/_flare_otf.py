@@ -171,7 +171,12 @@ def main(job_path: str) -> None:
         number_of_steps=steps,
         dft_calc=reference,
         md_engine="Langevin",
-        md_kwargs={"temperature_K": t0, "friction": md["friction"], "fixcm": False},
+        md_kwargs={
+            "temperature_K": t0,
+            "friction": md["friction"],
+            "fixcm": False,
+            "rng": np.random.default_rng([md["seed"], 1]),  # the thermostat noise, seeded
+        },
         flare_calc=flare_calc,
         std_tolerance_factor=-0.02,
         update_style="threshold",
