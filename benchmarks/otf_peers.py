@@ -23,7 +23,8 @@ Reported per system and code: reference calls, force RMSE per temperature, energ
 section of ``RESULTS.md``. ``--quick`` is a smoke run (a tenth of the steps, two held-out
 temperatures with 2 frames each).
 
-``--codes flare|potlearn|both`` picks the codes. Every FLARE row is also stored in
+``--codes flare|potlearn|both`` picks the codes run (``potlearn`` shows the stored FLARE row
+of the same key beside its own, if any). Every FLARE row is also stored in
 ``benchmarks/results/otf_peers_flare.json`` under a key made of the system's protocol (steps,
 ramp, time step, friction, seed, reference spec, cutoff) and the sha256 of the held-out frames
 file; ``--reuse-flare`` takes the stored row when that key matches (the table marks it with the
@@ -426,14 +427,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             if args.codes in ("potlearn", "both"):
                 row["potlearn"] = run_potlearn(sys_, steps, frames, Path(tmp))
-            if want_flare:
-                old = stored_flare(FLARE_STORE, label, key) if args.reuse_flare else None
-                if old is not None:
-                    row["flare"] = {**old, "reused": True}
-                elif have_flare:
-                    row["flare"] = run_flare(venv, sys_, steps, frames, Path(tmp))
-                    if "error" not in row["flare"]:
-                        store_flare(FLARE_STORE, label, key, row["flare"])
+            old = stored_flare(FLARE_STORE, label, key)
+            row.pop("flare", None)  # a FLARE row shown is this key's: stored or run now
+            if old is not None and (args.reuse_flare or not want_flare):
+                row["flare"] = {**old, "reused": True}
+            elif want_flare and have_flare:
+                row["flare"] = run_flare(venv, sys_, steps, frames, Path(tmp))
+                if "error" not in row["flare"]:
+                    store_flare(FLARE_STORE, label, key, row["flare"])
         results[name] = row
         print(f"done {name}", file=sys.stderr, flush=True)
         RESULTS.mkdir(exist_ok=True)
