@@ -446,7 +446,7 @@ def main() -> None:
     for name, r in shown.items():
         print(f"  {name}: {kinetic_line(r)}")
     print("\n".join(results_table(shown)))
-    if want_flare and not have_flare:
+    if want_flare and not have_flare and any("flare" not in r for r in shown.values()):
         print(f"FLARE not run: no venv at {venv} (see /work/shared/peers/README.md)")
     print(f"wrote {out}")
     if not args.quick and not args.no_results_md:
