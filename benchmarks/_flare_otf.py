@@ -8,9 +8,13 @@ held-out frames (the caller computes the errors, the same way as for potlearn).
 Hyperparameters are FLARE's own example ``examples/test_SGP_LMP_fresh.yaml``: B2 descriptor,
 Chebyshev radial basis with a quadratic cutoff, n_max 8, l_max 4, NormalizedDotProduct kernel
 (sigma 2, power 2), noise 0.01 eV / 0.05 eV/A / 0.005, local variance, std tolerance -0.02,
-threshold updates of 0.01. The isolated-atom energies are the reference's own. FLARE's OTF
-has no temperature ramp: :class:`RampOTF` sets the Langevin target at every step. A LAMMPS
-reference runs in a child process (LAMMPS and FLARE in one process crash in FLARE's
+threshold updates of 0.01, no cap on atoms added, one BFGS iteration of the hyperparameters
+after every reference call from the second on (``max_iterations: 1``, ``train_hyps: [2, inf]``)
+and training on energies, forces and stresses (``force_only: False``; ``OTF`` defaults to
+force-only training, which leaves the energy zero undetermined: its held-out energies were then
+off by a constant ~2.8 eV/atom on Ni3Al). The isolated-atom energies are the reference's own.
+FLARE's OTF has no temperature ramp: :class:`RampOTF` sets the Langevin target at every step.
+A LAMMPS reference runs in a child process (LAMMPS and FLARE in one process crash in FLARE's
 prediction). This file imports neither potlearn_ase nor torch.
 """
 
@@ -127,7 +131,7 @@ def sgp_calculator(species: list[int], single: list[float], cutoff: float):
         energy_training=True,
         force_training=True,
         stress_training=True,
-        max_iterations=20,
+        max_iterations=1,
         opt_method="BFGS",
     )
     return SGP_Calculator(sgp, False), (kernel, descriptor)
@@ -167,13 +171,19 @@ def main(job_path: str) -> None:
         number_of_steps=steps,
         dft_calc=reference,
         md_engine="Langevin",
-        md_kwargs={"temperature_K": t0, "friction": md["friction"], "fixcm": False},
+        md_kwargs={
+            "temperature_K": t0,
+            "friction": md["friction"],
+            "fixcm": False,
+            "rng": np.random.default_rng([md["seed"], 1]),  # the thermostat noise, seeded
+        },
         flare_calc=flare_calc,
         std_tolerance_factor=-0.02,
         update_style="threshold",
         update_threshold=0.01,
         max_atoms_added=-1,
-        train_hyps=(0, 1),
+        train_hyps=(2, np.inf),
+        force_only=False,
         write_model=0,
         output_name="flare",
     )
