@@ -178,6 +178,9 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin, WindowMixin):
         self._init_window()
         self.force_noise = 0.0
         self.epistemic_calibration = float(calculator.calibration)
+        # (factor, misfit) cross-validated on the starting labels: the error model until
+        # enough prequential errors are known (set by run_otf)
+        self.initial_error_model: tuple[float, float] | None = None
         self.refresh_uncertainty()
         self.on_label: list[Callable[[OnTheFlyLearner, Atoms], None]] = []
         self.checkpoint_extra: Callable[[], dict[str, Any]] | None = None
@@ -233,10 +236,11 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin, WindowMixin):
         """Re-estimate the committee's error model from the model and the labels so far:
         the spread's factor with the misfit set apart (``epistemic_calibration``) and the
         misfit of a force component (``force_noise``, eV/A)."""
+        prior = self.initial_error_model or (
+            float(self.committee.calibration), force_noise(self.model)
+        )
         self.epistemic_calibration, self.force_noise = error_model(
-            self.state.ratios,
-            self.state.spreads,
-            (float(self.committee.calibration), force_noise(self.model)),
+            self.state.ratios, self.state.spreads, prior
         )
 
     def step(

@@ -36,6 +36,7 @@ __all__ = [
     "error_model",
     "force_noise",
     "initial_calibration",
+    "initial_error_model",
     "pick_diverse",
     "prequential_ratios",
     "prequential_spreads",
@@ -79,7 +80,7 @@ def error_model(
     ratios: Sequence[float],
     spreads: Sequence[float],
     current: tuple[float, float],
-    min_components: int = 60,
+    min_components: int = 200,
 ) -> tuple[float, float]:
     """``(alpha, noise)`` of the committee's error model from the prequential errors
     (:func:`~potlearn_ase.models.calibration.fit_error_model`); ``current`` while fewer than
@@ -102,20 +103,31 @@ def calibration_factor(
 
 
 def initial_calibration(model: CommitteeModel, frames: Sequence[Atoms]) -> float:
-    """``alpha`` before the first on-the-fly label: cross-validation on the starting labels.
+    """``alpha`` before the first on-the-fly label (see :func:`initial_error_model`)."""
+    return initial_error_model(model, frames)[0]
+
+
+def initial_error_model(
+    model: CommitteeModel, frames: Sequence[Atoms]
+) -> tuple[float, float, float]:
+    """The calibration before the first on-the-fly label, cross-validated on the starting
+    labels: ``(alpha, alpha_epistemic, misfit)``, the factor of the spread, and the error
+    model's factor and misfit (eV/A; :func:`error_model`).
 
     Folds of structures when there are at least 5, else folds of atoms (the force rows of an
     eighth of each structure's atoms held out at a time), so that sigma is honest from the
-    first structure. Neural committees have no closed-form folds: 1.0 until the first label.
+    first structure. Neural committees have no closed-form folds: ``(1, 1, 0)`` until the
+    first label.
     """
     from potlearn_ase.models.calibration import cross_validated_factors
 
     if not isinstance(model, LinearCommittee) or model.n_members < 2 or not frames:
-        return 1.0
+        return 1.0, 1.0, 0.0
     unit = "structures" if len(frames) >= 5 else "atoms"
     if unit == "atoms" and min(len(a) for a in frames) < 2:
-        return 1.0
-    return cross_validated_factors(model, frames, folds=8, unit=unit)["forces"]
+        return 1.0, 1.0, 0.0
+    f = cross_validated_factors(model, frames, folds=8, unit=unit)
+    return f["forces"], f["forces_epistemic"], f["forces_misfit"]
 
 
 def update_model(

@@ -35,7 +35,7 @@ from potlearn_ase.descriptors.ace import ACEDescriptor
 from potlearn_ase.errors import ConfigError, ReferenceFailure
 from potlearn_ase.learners.otf import OTFConfig, checkpoint_atoms
 from potlearn_ase.learners.otf_async import learner_class
-from potlearn_ase.learners.otf_update import initial_calibration
+from potlearn_ase.learners.otf_update import initial_error_model
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.report import predicted_error_report
 from potlearn_ase.learners.run_dir import (
@@ -289,7 +289,8 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
         label_initial(start, reference, store, cfg.initial, rng, skip=n_initial)
     frames = store.frames()
     model = fit_run_model(cfg, frames, elements, md.seed)
-    calc = CommitteeCalculator(model=model, calibration=initial_calibration(model, frames))
+    alpha, alpha_epistemic, misfit = initial_error_model(model, frames)
+    calc = CommitteeCalculator(model=model, calibration=alpha)
     learner = learner_class(reference)(  # reference.workers > 0: the MD does not wait
         calc,
         reference,
@@ -299,6 +300,8 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
         settings=OTFConfig(seed=md.seed),
         engine="ase",
     )
+    learner.initial_error_model = (alpha_epistemic, misfit)
+    learner.refresh_uncertainty()
     atoms = start.copy()
     first = next((a for a in frames if a.info["provenance"].get("engine") == "initial"), None)
     if first is not None and len(first) == len(atoms):

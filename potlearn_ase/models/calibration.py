@@ -211,9 +211,10 @@ def cross_validated_factors(
     Returns
     -------
     dict
-        ``{"forces": alpha_F, "energy": alpha_E}``: the factor for force components and for
-        structures' energies (``alpha_E`` equals ``alpha_F`` when there are fewer than 5
-        structures to judge energies by, or with atom folds).
+        ``{"forces": alpha_F, "energy": alpha_E, "forces_epistemic": a, "forces_misfit":
+        n}``: the factor for force components and for structures' energies (``alpha_E``
+        equals ``alpha_F`` when there are fewer than 5 structures to judge energies by, or
+        with atom folds), and the force error model of :func:`fit_error_model`.
 
     Raises
     ------
@@ -291,7 +292,8 @@ def cross_validated_factors(
     alpha_e = alpha_f
     if len(frames) >= 5:
         alpha_e = _ratio_quantile(np.concatenate(e_err), np.concatenate(e_spread), coverage)
-    return {"forces": alpha_f, "energy": alpha_e}
+    return {"forces": alpha_f, "energy": alpha_e,
+            **_error_model_keys(f_err, f_spread, coverage)}
 
 
 def _atom_fold_factors(model, ne, rows, folds: int, coverage: float, gen) -> dict[str, float]:
@@ -324,7 +326,16 @@ def _atom_fold_factors(model, ne, rows, folds: int, coverage: float, gen) -> dic
             f_err.append(pred.mean(axis=1) - y[m])
             f_spread.append(pred.std(axis=1))
     alpha = _ratio_quantile(np.concatenate(f_err), np.concatenate(f_spread), coverage)
-    return {"forces": alpha, "energy": alpha}
+    return {"forces": alpha, "energy": alpha, **_error_model_keys(f_err, f_spread, coverage)}
+
+
+def _error_model_keys(f_err: list, f_spread: list, coverage: float) -> dict[str, float]:
+    """``forces_epistemic`` and ``forces_misfit``: :func:`fit_error_model` of the held-out
+    force errors (the spread's factor with the misfit set apart, and the misfit, eV/A)."""
+    alpha, noise = fit_error_model(
+        np.concatenate(f_err), np.concatenate(f_spread), coverage=coverage
+    )
+    return {"forces_epistemic": alpha, "forces_misfit": noise}
 
 
 def fit_error_model(

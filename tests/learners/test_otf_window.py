@@ -27,7 +27,7 @@ from potlearn_ase.learners.run import run_otf
 from potlearn_ase.learners.triggers import Decision, FixedThreshold, TargetError
 from potlearn_ase.models import LinearFitConfig, fit_linear
 from potlearn_ase.models.base import committee_results
-from potlearn_ase.models.calibration import cross_validated_factors, noise_aware_factor
+from potlearn_ase.models.calibration import cross_validated_factors, fit_error_model
 
 FIT = LinearFitConfig(n_members=8, energy_weight=30.0, force_weight=1.0, stress_weight=1.0)
 
@@ -155,31 +155,41 @@ def test_atom_folds_give_an_honest_sigma_from_one_structure():
         cross_validated_factors(model, train)  # structure folds need two structures
 
 
-def test_noise_aware_factor_sets_the_misfit_apart():
+def test_error_model_sets_the_misfit_apart():
     rng = np.random.default_rng(0)
     spread = rng.uniform(0.01, 0.1, 20000)
     noise = 0.1
     err = rng.standard_normal(spread.size) * np.sqrt((2.0 * spread) ** 2 + noise**2)
-    assert noise_aware_factor(err, spread, noise) == pytest.approx(2.0, rel=0.05)
+    alpha, misfit = fit_error_model(err, spread)
+    assert alpha == pytest.approx(2.0, rel=0.1) and misfit == pytest.approx(noise, rel=0.1)
+    z = np.abs(err) / np.sqrt((alpha * spread) ** 2 + misfit**2)
+    assert np.mean(z <= 1) == pytest.approx(0.683, abs=0.01)
     # the plain factor would absorb the misfit into the spread
     assert np.quantile(np.abs(err) / spread, 0.683) > 3.0
-    # errors the misfit alone covers leave the posterior's own scale
-    small = rng.standard_normal(spread.size) * 0.5 * noise
-    assert noise_aware_factor(small, spread, noise) == 1.0
+    # errors the spread does not rank: the posterior's own scale is kept, the misfit takes
+    # the rest
+    flat = rng.standard_normal(spread.size) * noise
+    alpha, misfit = fit_error_model(flat, spread)
+    assert alpha == 1.0 and 0.5 * noise < misfit < 1.5 * noise
 
 
 def test_target_spends_labels_only_on_what_labels_can_remove():
     t = TargetError(force_error=0.05)
+    rms = np.sqrt(3)  # the learner's keys are per-atom norms over three components
+
+    def r(reducible, noise, atom=None):
+        return {"epistemic_rms_force_std": reducible * rms, "force_noise": noise,
+                "epistemic_max_force_std": (atom or reducible) * rms, "max_force_std": 1.0}
+
     # misfit 0.03 leaves sqrt(0.05^2 - 0.03^2) = 0.04 for the reducible part
-    r = {"epistemic_max_force_std": 0.039 * np.sqrt(3), "force_noise": 0.03, "max_force_std": 1}
-    assert t.decide(0, None, r) is Decision.SKIP
-    r["epistemic_max_force_std"] = 0.041 * np.sqrt(3)
-    assert t.decide(1, None, r) is Decision.LABEL
-    # a misfit above the target: labels only where the reducible part is half the misfit
-    r = {"epistemic_max_force_std": 0.02 * np.sqrt(3), "force_noise": 0.06, "max_force_std": 1}
-    assert t.decide(2, None, r) is Decision.SKIP
-    r["epistemic_max_force_std"] = 0.031 * np.sqrt(3)
-    assert t.decide(3, None, r) is Decision.LABEL
+    assert t.decide(0, None, r(0.039, 0.03)) is Decision.SKIP
+    assert t.decide(1, None, r(0.041, 0.03)) is Decision.LABEL
+    # one atom far above the structure's RMS: three times the threshold labels
+    assert t.decide(2, None, r(0.01, 0.03, atom=0.11)) is Decision.SKIP
+    assert t.decide(3, None, r(0.01, 0.03, atom=0.13)) is Decision.LABEL
+    # a misfit above the target: labels only where the reducible part reaches the misfit
+    assert t.decide(4, None, r(0.059, 0.06)) is Decision.SKIP
+    assert t.decide(5, None, r(0.061, 0.06)) is Decision.LABEL
 
 
 def _small_run(tmp_path, name, steps, trigger=None, T=700.0):

@@ -63,7 +63,8 @@ def test_config_and_errors():
     t = trigger_from_config({"kind": "target", "force_error": 0.03, "min_gap": 2})
     assert t.inner.force_error == 0.03 and t.threshold == 0.03
     d = json.loads(json.dumps(t.describe()))
-    assert d["inner"] == {"kind": "target", "force_error": 0.03, "max_grade": 100.0, "unit": "eV/A"}
+    assert d["inner"] == {"kind": "target", "force_error": 0.03, "max_grade": 100.0,
+                          "atom_factor": 3.0, "unit": "eV/A"}
     assert isinstance(trigger_from_config({"kind": "target"}), TargetError)
     for bad, key in (({"force_error": 0.0}, "force_error"), ({"force_error": -1}, "force_error"),
                      ({"force_error": "small"}, "trigger.force_error"),
