@@ -65,6 +65,7 @@ def main() -> int:
             *(QUICK_FLAGS.get(script.name, []) if args.quick else []),
         ]
         print(f"== {script.name}", flush=True)
+        own_before = _read_sections(HERE / "RESULTS.md").get(script.stem)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
         dt = time.perf_counter() - t0
@@ -78,6 +79,9 @@ def main() -> int:
             lines += ["--- stderr (last lines) ---", proc.stderr.strip()[-2000:]]
         lines += ["```", ""]
         sections[script.stem] = "\n".join(lines)
+        own_after = _read_sections(HERE / "RESULTS.md").get(script.stem)
+        if proc.returncode == 0 and own_after is not None and own_after != own_before:
+            sections[script.stem] = own_after  # the script wrote its own section: keep it
     body = [sections[k] for k in sorted(sections)]
     (HERE / "RESULTS.md").write_text("\n".join(header + body))
     print(f"wrote {HERE / 'RESULTS.md'}")

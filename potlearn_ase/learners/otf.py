@@ -99,8 +99,9 @@ class OTFConfig:
         When the trigger asks for a label, the MD goes on with the committee for up to this
         many steps; the structure with the highest priority (predicted error or
         extrapolation grade) of that window is labelled and the MD rewinds to it
-        (:mod:`~potlearn_ase.learners.otf_window`). 1 labels the step that fired. Only with
-        ASE dynamics attached; engines that cannot rewind label the step that fired.
+        (:mod:`~potlearn_ase.learners.otf_window`; only with ASE dynamics attached).
+    lookahead_stop : float
+        A candidate of at least this priority closes the window at once.
     seed : int
         Seeds committee draws after each update.
     trust_factor : float
@@ -117,6 +118,7 @@ class OTFConfig:
     batch_window: int = 0
     batch_size: int = 4
     lookahead: int = 10
+    lookahead_stop: float = 3.0
     seed: int = 0
     trust_factor: float = 3.0
 

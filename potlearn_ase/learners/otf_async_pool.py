@@ -31,6 +31,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -382,7 +383,6 @@ def _ping() -> float:
 def _work(atoms: Atoms, result_path: str | None) -> LabelResult:
     """One reference call in a worker; the result is on disk before it is returned."""
     assert _REFERENCE is not None, "the worker was not initialised"
-    res = _REFERENCE.label(atoms)
-    if result_path is not None:
-        _save_result(Path(result_path), res)
-    return res
+    path = None if result_path is None else Path(result_path)
+    # saved before the call counts as ended: a call that ended is never lost to a kill
+    return _REFERENCE.label(atoms, persist=None if path is None else partial(_save_result, path))

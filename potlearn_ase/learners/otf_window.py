@@ -13,7 +13,9 @@ error relative to the target, or the extrapolation grade relative to its limit).
 candidate with the highest priority is labelled, the model learns from it, and the MD
 rewinds to that structure's state and continues from it with the reference's forces: the
 run goes on from the structure that was labelled, and no committee step past it is kept.
-A step the trigger rejects (outside the trust window) closes the window at once.
+A step the trigger rejects (outside the trust window), or one whose priority reaches
+``lookahead_stop`` (the committee is far out of its depth: the MD is not left to wander on
+it), closes the window at once.
 
 The window needs to rewind the dynamics, so it works with ASE dynamics attached through
 :meth:`~potlearn_ase.learners.otf_dynamics.DynamicsMixin.attach`; engines that cannot rewind
@@ -126,7 +128,8 @@ class WindowMixin:
                 atoms.copy(), results, pred, self._md_step_now(), self.trigger.priority(results)
             )
         )
-        if len(self._window) < self.settings.lookahead:
+        full = len(self._window) >= self.settings.lookahead
+        if not full and self._window[-1].priority < self.settings.lookahead_stop:
             return results, Decision.SKIP
         labelled = self._close_window()
         if labelled is not None:  # the current structure was the best: its forces drive it

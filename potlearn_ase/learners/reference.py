@@ -292,13 +292,15 @@ class Reference:
             raise box["error"]
         return box["results"]
 
-    def label(self, atoms: Atoms) -> LabelResult:
+    def label(self, atoms: Atoms, persist: Any = None) -> LabelResult:
         """Label one structure; failures are returned, never raised.
 
         Parameters
         ----------
         atoms : ase.Atoms
             The structure (not modified; its own calculator is ignored).
+        persist : callable, optional
+            Called with the result before the call counts as ended (a worker saves it).
 
         Returns
         -------
@@ -316,23 +318,21 @@ class Reference:
                 results = self._attempt(atoms, attempt)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}".rstrip(": ")
-                log.warning(
-                    "reference %s failed on %s (attempt %d of %d): %s",
-                    self.name,
-                    atoms.get_chemical_formula(),
-                    attempts,
-                    self.retries + 1,
-                    error,
-                )
+                log.warning("reference %s failed on %s (attempt %d of %d): %s", self.name,
+                            atoms.get_chemical_formula(), attempts, self.retries + 1, error)
                 continue
             out = atoms.copy()
             out.calc = SinglePointCalculator(out, **results)
-            log_reference_call("end", atoms, ok=True)
             if attempt > 0 and self.fallbacks:
                 out.info["reference_fallback"] = min(attempt, len(self.fallbacks))
-            return LabelResult(out, True, None, time.perf_counter() - t0, attempts)
-        log_reference_call("end", atoms, ok=False)
-        return LabelResult(None, False, error, time.perf_counter() - t0, attempts)
+            res = LabelResult(out, True, None, time.perf_counter() - t0, attempts)
+            break
+        else:
+            res = LabelResult(None, False, error, time.perf_counter() - t0, attempts)
+        if persist is not None:
+            persist(res)
+        log_reference_call("end", atoms, ok=res.ok)
+        return res
 
     def label_many(
         self,

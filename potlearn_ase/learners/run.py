@@ -297,7 +297,9 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
         store,
         trigger,
         run_dir=rd,
-        settings=OTFConfig(seed=md.seed),
+        settings=OTFConfig(
+            seed=md.seed, lookahead=max(1, round(cfg.lookahead_fs / md.timestep_fs))
+        ),
         engine="ase",
     )
     learner.initial_error_model = (alpha_epistemic, misfit)

@@ -181,7 +181,13 @@ class ValidationConfig:
 
 @dataclass(frozen=True)
 class OTFRunConfig:
-    """The whole configuration of ``potlearn otf`` (see docs/otf.md for every key)."""
+    """The whole configuration of ``potlearn otf`` (see docs/otf.md for every key).
+
+    ``lookahead_fs`` is the look-ahead window of the learner in femtoseconds (0 labels the
+    step the trigger fires on): 60 fs is about the period of the fastest vibrations of most
+    solids (Si's optical phonon, 15.5 THz, 65 fs), so the window sees an oscillation through
+    and labels its most uncertain structure.
+    """
 
     structure: StructureConfig = field(default_factory=StructureConfig)
     reference: str | dict[str, Any] = "emt"
@@ -194,6 +200,10 @@ class OTFRunConfig:
     validation: ValidationConfig | None = field(default_factory=ValidationConfig)
     run_dir: str = "otf-run"
     progress: bool = True
+    lookahead_fs: float = 60.0
+
+    def __post_init__(self) -> None:
+        _at_least(0.0, lookahead_fs=self.lookahead_fs)
 
     @classmethod
     def from_file(cls, path: str | Path) -> OTFRunConfig:

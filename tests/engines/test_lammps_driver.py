@@ -149,7 +149,7 @@ def test_example_deck_runs_through_the_command(tmp_path, cu_train):
 
     desc = ACEDescriptor(["Cu"], ACEConfig(cutoff=5.0, n_radial=6, l_max=2))
     CommitteeCalculator(
-        model=fit_linear(desc, cu_train[:3], LinearFitConfig(n_members=4))
+        model=fit_linear(desc, cu_train[:3], LinearFitConfig(n_members=4), rng=0)
     ).save(tmp_path / "m.pt")
     parser = argparse.ArgumentParser()
     add_subparser(parser.add_subparsers())

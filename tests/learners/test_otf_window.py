@@ -87,7 +87,7 @@ def _learner(tmp_path, trigger, lookahead):
 
 def test_window_labels_its_most_uncertain_structure_and_the_md_goes_on_from_it(tmp_path):
     # the third evaluation fires; of the four candidates the second is ranked highest
-    trigger = Scripted(1.0, fire=3, script=(0.5, 3.0, 1.0, 0.2))
+    trigger = Scripted(1.0, fire=3, script=(0.5, 2.0, 1.0, 0.2))
     learner = _learner(tmp_path, trigger, lookahead=4)
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
     thermalize(atoms, 600, np.random.default_rng(0))
@@ -122,6 +122,21 @@ def test_window_labels_its_most_uncertain_structure_and_the_md_goes_on_from_it(t
     traj = read(tmp_path / "md.traj", ":")
     assert len(traj) == 11
     np.testing.assert_allclose(traj[3].positions, labelled.positions, atol=1e-12)
+    learner.store.close()
+
+
+def test_a_candidate_far_out_of_the_committees_depth_closes_the_window(tmp_path):
+    trigger = Scripted(1.0, fire=3, script=(0.5, 4.0, 1.0, 0.2))  # 4 > lookahead_stop 3
+    learner = _learner(tmp_path, trigger, lookahead=4)
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    thermalize(atoms, 600, np.random.default_rng(0))
+    dyn = Langevin(atoms, 2 * units.fs, temperature_K=600, friction=0.02, fixcm=False)
+    learner.attach(dyn)
+    kept = []
+    dyn.attach(lambda: kept.append(dyn.nsteps), interval=1)
+    dyn.run(8)
+    assert learner.n_reference_calls == 1 and learner.store.provenance(1)["md_step"] == 3
+    assert kept == list(range(9)) and trigger.ranked == 2  # no rewind: step 3 was current
     learner.store.close()
 
 
