@@ -47,7 +47,7 @@ from ase import Atoms
 from potlearn_ase._moved import RENAMED_CONFIGS, moved_attribute
 from potlearn_ase.calculators.committee import CommitteeCalculator, committee_results
 from potlearn_ase.data.store import LabelStore
-from potlearn_ase.errors import ReferenceFailure
+from potlearn_ase.errors import PotlearnError, ReferenceFailure
 from potlearn_ase.learners.checkpoint import HistoryLog, LearnerState, StepRecord, checkpoint_atoms
 from potlearn_ase.learners.otf_calculator import OTFCalculator
 from potlearn_ase.learners.otf_checkpoint import CheckpointMixin
@@ -162,8 +162,7 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin, WindowMixin):
         self.committee = calculator
         self.executor = executor
         self._candidates: list[tuple[Atoms, dict[str, Any], dict[str, np.ndarray], int]] = []
-        # the MD step of the structure being evaluated, where the engine knows it better than
-        # state.md_step (ASE dynamics evaluate step n + 1 before step n is counted)
+        # the MD step being evaluated (ASE evaluates step n + 1 before step n is counted)
         self.geometry_step: int | None = None
         self._window_start = 0
         self.reference = reference
@@ -201,9 +200,7 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin, WindowMixin):
     def model(self):
         return self.committee.model
 
-    @property
-    def n_labels(self) -> int:
-        return len(self.store)
+    n_labels = property(lambda self: len(self.store), doc="Labels in the store.")
 
     @property
     def n_reference_calls(self) -> int:
@@ -276,11 +273,7 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin, WindowMixin):
                     threshold=float(self.trigger.threshold),
                     decision=decision.name.lower(),
                     temperature=temperature,
-                    max_extrapolation_grade=(
-                        None
-                        if results.get("max_extrapolation_grade") is None
-                        else float(results["max_extrapolation_grade"])
-                    ),
+                    max_extrapolation_grade=_float_or_none(results.get("max_extrapolation_grade")),
                     predicted_force_error=predicted_force_error(results),
                 )
             )
@@ -295,15 +288,7 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin, WindowMixin):
                 self.state.n_rejects += 1
             return self._window_step(atoms, results, pred, decision)
         if decision is Decision.REJECT:
-            self.state.n_rejects += 1
-            self.state.consecutive_rejects += 1
-            if self.state.consecutive_rejects > self.settings.max_consecutive_rejects:
-                from potlearn_ase.errors import PotlearnError
-
-                raise PotlearnError(
-                    f"{self.state.consecutive_rejects} rejected steps in a row at step "
-                    f"{self.state.step}: the MD keeps leaving the trust window"
-                )
+            self.count_reject()
             self._rewind = True
             return results, decision
         self.state.consecutive_rejects = 0
@@ -318,6 +303,16 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin, WindowMixin):
             if labelled is not None:
                 results = reference_results(results, labelled)
         return results, decision
+
+    def count_reject(self) -> None:
+        """Count a rejected step; a PotlearnError after too many in a row."""
+        self.state.n_rejects += 1
+        self.state.consecutive_rejects += 1
+        if self.state.consecutive_rejects > self.settings.max_consecutive_rejects:
+            raise PotlearnError(
+                f"{self.state.consecutive_rejects} rejected steps in a row at step "
+                f"{self.state.step}: the MD keeps leaving the trust window"
+            )
 
     def label(
         self,
@@ -455,6 +450,10 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin, WindowMixin):
         model = update_model(self.model, labelled, self.store, self.settings, self._rng)
         self.committee.set_model(model, calibration=self._calibration())
         self.refresh_uncertainty()
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 __getattr__ = moved_attribute(__name__, RENAMED_CONFIGS)

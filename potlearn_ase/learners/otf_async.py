@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from potlearn_ase.errors import ConfigError, PotlearnError
+from potlearn_ase.errors import ConfigError
 from potlearn_ase.learners.checkpoint import StepRecord
 from potlearn_ase.learners.otf import OnTheFlyLearner
 from potlearn_ase.learners.otf_async_pool import Arrival, AsyncLabeller
@@ -126,13 +126,7 @@ class AsyncOnTheFlyLearner(OnTheFlyLearner):
         if decision is Decision.REJECT or (beyond and self.labeller.pending):
             self._record(results, Decision.REJECT, temperature)
             self._collect(self.labeller.wait_all(), atoms)  # the MD waits for them
-            self.state.n_rejects += 1
-            self.state.consecutive_rejects += 1
-            if self.state.consecutive_rejects > self.settings.max_consecutive_rejects:
-                raise PotlearnError(
-                    f"{self.state.consecutive_rejects} rejected steps in a row at step "
-                    f"{self.state.step}: the MD keeps leaving the trust window"
-                )
+            self.count_reject()
             self._rewind = True
             return results, Decision.REJECT
         self._record(results, decision, temperature)
