@@ -9,10 +9,11 @@ When the trigger first asks for a label, the learner does not call the reference
 step. The MD goes on with the committee for up to ``lookahead`` steps (a few femtoseconds;
 the committee is cheap), each step's structure a candidate with its *priority* (the trigger's
 :meth:`~potlearn_ase.learners.triggers.Trigger.priority`: the largest calibrated predicted
-error relative to the target, or the extrapolation grade relative to its limit). Then the
-candidate with the highest priority is labelled, the model learns from it, and the MD
-rewinds to that structure's state and continues from it with the reference's forces: the
-run goes on from the structure that was labelled, and no committee step past it is kept.
+error relative to the target, or the extrapolation grade relative to its limit). Then, of the
+candidates the trigger asks a label for, the one with the highest priority is labelled, the
+model learns from it, and the MD rewinds to that structure's state and continues from it
+with the reference's forces: the run goes on from the structure that was labelled, and no
+committee step past it is kept.
 A step the trigger rejects (outside the trust window), or one whose priority reaches
 ``lookahead_stop`` (the committee is far out of its depth: the MD is not left to wander on
 it), closes the window at once.
@@ -50,6 +51,7 @@ class Candidate:
     pred: dict[str, np.ndarray]
     md_step: int
     priority: float
+    wanted: bool = True  # the trigger asked for a label of it
 
 
 def reference_results(results: dict[str, Any], labelled: Atoms) -> dict[str, Any]:
@@ -125,7 +127,8 @@ class WindowMixin:
             self._window_states = {}
         self._window.append(
             Candidate(
-                atoms.copy(), results, pred, self._md_step_now(), self.trigger.priority(results)
+                atoms.copy(), results, pred, self._md_step_now(),
+                self.trigger.priority(results), decision is Decision.LABEL,
             )
         )
         full = len(self._window) >= self.settings.lookahead
@@ -149,7 +152,8 @@ class WindowMixin:
         cands, self._window = self._window or [], None
         if not cands:
             return None
-        best_k = max(range(len(cands)), key=lambda k: cands[k].priority)
+        # of the structures the trigger asked for, the one of highest priority
+        best_k = max(range(len(cands)), key=lambda k: (cands[k].wanted, cands[k].priority))
         best = cands[best_k]
         state = None
         if rewind and best_k < len(cands) - 1:

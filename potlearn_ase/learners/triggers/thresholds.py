@@ -212,6 +212,13 @@ class ExtrapolationThreshold(Trigger):
             return _label_above(max_force_std(results), self.max_force_std)
         return Decision.SKIP
 
+    def priority(self, results: Mapping[str, Any]) -> float:
+        """The grade over its threshold (or sigma over its own, if larger)."""
+        p = max_extrapolation_grade(results) / self.max_grade
+        if self.max_force_std is not None:
+            p = max(p, max_force_std(results) / self.max_force_std)
+        return p
+
     @property
     def threshold(self) -> float:
         """The grade threshold (dimensionless)."""
