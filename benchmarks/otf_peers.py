@@ -450,7 +450,7 @@ def main() -> None:
         print(f"FLARE not run: no venv at {venv} (see /work/shared/peers/README.md)")
     print(f"wrote {out}")
     if not args.quick and not args.no_results_md:
-        write_results_section(results)
+        write_results_section({n: results[n] for n in [*table, *results] if n in results})
         print(f"wrote the otf_peers section of {HERE / 'RESULTS.md'}")
 
 
