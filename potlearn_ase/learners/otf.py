@@ -264,20 +264,7 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin, WindowMixin):
     ) -> tuple[dict[str, Any], Decision]:
         results, pred = self.evaluate(atoms)
         decision = self.trigger.decide(self.state.step, atoms, results)
-        self.state.history.append(
-            asdict(
-                StepRecord(
-                    step=self.state.step,
-                    max_force_std=float(results.get("max_force_std", 0.0)),
-                    energy_std=float(results["energy_std"]),
-                    threshold=float(self.trigger.threshold),
-                    decision=decision.name.lower(),
-                    temperature=temperature,
-                    max_extrapolation_grade=_float_or_none(results.get("max_extrapolation_grade")),
-                    predicted_force_error=predicted_force_error(results),
-                )
-            )
-        )
+        self.record_step(results, decision, temperature)
         fresh = self._fresh_label(atoms, results)
         if fresh is not None:  # the structure a window labelled, rewound to
             return fresh, Decision.SKIP
@@ -303,6 +290,22 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin, WindowMixin):
             if labelled is not None:
                 results = reference_results(results, labelled)
         return results, decision
+
+    def record_step(
+        self, results: dict[str, Any], decision: Decision, temperature: float | None
+    ) -> None:
+        """Append what the learner saw and decided at this step to ``history``."""
+        grade = results.get("max_extrapolation_grade")
+        self.state.history.append(asdict(StepRecord(
+            step=self.state.step,
+            max_force_std=float(results.get("max_force_std", 0.0)),
+            energy_std=float(results["energy_std"]),
+            threshold=float(self.trigger.threshold),
+            decision=decision.name.lower(),
+            temperature=temperature,
+            max_extrapolation_grade=None if grade is None else float(grade),
+            predicted_force_error=predicted_force_error(results),
+        )))
 
     def count_reject(self) -> None:
         """Count a rejected step; a PotlearnError after too many in a row."""
@@ -450,10 +453,6 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin, WindowMixin):
         model = update_model(self.model, labelled, self.store, self.settings, self._rng)
         self.committee.set_model(model, calibration=self._calibration())
         self.refresh_uncertainty()
-
-
-def _float_or_none(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 __getattr__ = moved_attribute(__name__, RENAMED_CONFIGS)

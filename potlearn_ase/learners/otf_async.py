@@ -30,14 +30,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 from ase import Atoms
 
 from potlearn_ase.errors import ConfigError
-from potlearn_ase.learners.checkpoint import StepRecord
 from potlearn_ase.learners.otf import OnTheFlyLearner
 from potlearn_ase.learners.otf_async_pool import Arrival, AsyncLabeller
 from potlearn_ase.learners.otf_update import prequential_ratios, prequential_spreads
@@ -124,12 +122,12 @@ class AsyncOnTheFlyLearner(OnTheFlyLearner):
         err, limit = trust_limit(self.trigger, self.trust_factor, results)
         beyond = not err <= limit  # a NaN is never trusted
         if decision is Decision.REJECT or (beyond and self.labeller.pending):
-            self._record(results, Decision.REJECT, temperature)
+            self.record_step(results, Decision.REJECT, temperature)
             self._collect(self.labeller.wait_all(), atoms)  # the MD waits for them
             self.count_reject()
             self._rewind = True
             return results, Decision.REJECT
-        self._record(results, decision, temperature)
+        self.record_step(results, decision, temperature)
         self.state.consecutive_rejects = 0
         if decision is not Decision.LABEL:
             return results, decision
@@ -143,20 +141,6 @@ class AsyncOnTheFlyLearner(OnTheFlyLearner):
             # the gap of a min_gap trigger counts from the submission
             self.trigger.notify_labelled(self.state.step, results)
         return results, decision
-
-    def _record(self, results: dict[str, Any], decision: Decision,
-                temperature: float | None) -> None:
-        grade = results.get("max_extrapolation_grade")
-        self.state.history.append(asdict(StepRecord(
-            step=self.state.step,
-            max_force_std=float(results.get("max_force_std", 0.0)),
-            energy_std=float(results["energy_std"]),
-            threshold=float(self.trigger.threshold),
-            decision=decision.name.lower(),
-            temperature=temperature,
-            max_extrapolation_grade=None if grade is None else float(grade),
-            predicted_force_error=predicted_force_error(results),
-        )))
 
     def _submit(self, atoms: Atoms, results: dict[str, Any], pred: dict[str, np.ndarray]) -> None:
         uncertainty = {
