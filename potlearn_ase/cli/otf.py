@@ -67,7 +67,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(
             f"predicted force error:    median {pe['median']:.4f}, 90 % {pe['p90']:.4f}, "
             f"99 % {pe['p99']:.4f}, max {pe['max']:.4f} eV/A over {pe['steps']} steps "
-            "(largest atom of each step)"
+            "(the predicted force RMSE of each step)"
         )
         if "misfit" in pe:
             print(f"  of which the model's misfit, which labels cannot remove: {pe['misfit']:.4f}")
