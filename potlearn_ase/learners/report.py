@@ -191,8 +191,9 @@ def predicted_error_report(
     trigger: Mapping[str, Any],
     noise: float | None = None,
 ) -> dict[str, Any]:
-    """The distribution of the largest per-atom predicted force error over the run's steps
-    (eV/A; misfit included where the history has it, else ``max |sigma_F_i| / sqrt(3)``),
+    """The distribution of the predicted force RMSE over the run's steps (eV/A; the
+    structure's, misfit included, where the history has it, else ``max |sigma_F_i| /
+    sqrt(3)``),
     against the target of a ``target`` trigger; ``noise`` is the model's misfit at the end."""
     err = np.array(
         [
