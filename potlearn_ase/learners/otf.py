@@ -177,12 +177,10 @@ class OnTheFlyLearner(CheckpointMixin, DynamicsMixin, WindowMixin):
         self._accepted: dict[str, Any] | None = None
         self._rewind = False
         self._init_window()
-        self.force_noise = 0.0
-        self.epistemic_calibration = float(calculator.calibration)
         # (factor, misfit) cross-validated on the starting labels: the error model until
         # enough prequential errors are known (set by run_otf)
         self.initial_error_model: tuple[float, float] | None = None
-        self.refresh_uncertainty()
+        self.refresh_uncertainty()  # sets epistemic_calibration and force_noise
         self.on_label: list[Callable[[OnTheFlyLearner, Atoms], None]] = []
         self.checkpoint_extra: Callable[[], dict[str, Any]] | None = None
         self._history_log = (

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "calibration_factor",
+    "MIN_PREQUENTIAL_COMPONENTS",
     "error_model",
+    "fits_error_model",
     "force_noise",
     "initial_calibration",
     "initial_error_model",
@@ -59,7 +61,7 @@ def prequential_ratios(pred: dict[str, np.ndarray], labelled: Atoms) -> list[flo
 
 def prequential_spreads(pred: dict[str, np.ndarray]) -> list[float]:
     """The raw committee spread of the force components :func:`prequential_ratios` keeps, in
-    the same order (with the ratios they give the errors, for :func:`epistemic_factor`)."""
+    the same order (with the ratios they give the errors, for :func:`error_model`)."""
     spread = pred["forces"].std(0)
     return spread[spread > 0].ravel().tolist()
 
@@ -76,18 +78,26 @@ def force_noise(model: CommitteeModel) -> float:
     return float(np.sqrt(model.posterior.sigma2)) / weight if weight > 0 else 0.0
 
 
+#: prequential force errors needed before the error model is fitted to them
+MIN_PREQUENTIAL_COMPONENTS = 200
+
+
+def fits_error_model(ratios: Sequence[float], spreads: Sequence[float]) -> bool:
+    """Whether :func:`error_model` fits these prequential errors: at least
+    :data:`MIN_PREQUENTIAL_COMPONENTS` of them, each with its spread (labels of earlier
+    versions have none)."""
+    return len(ratios) >= MIN_PREQUENTIAL_COMPONENTS and len(spreads) == len(ratios)
+
+
 def error_model(
-    ratios: Sequence[float],
-    spreads: Sequence[float],
-    current: tuple[float, float],
-    min_components: int = 200,
+    ratios: Sequence[float], spreads: Sequence[float], current: tuple[float, float]
 ) -> tuple[float, float]:
     """``(alpha, noise)`` of the committee's error model from the prequential errors
-    (:func:`~potlearn_ase.models.calibration.fit_error_model`); ``current`` while fewer than
-    ``min_components`` are known, or when the spreads are not (labels of earlier versions)."""
+    (:func:`~potlearn_ase.models.calibration.fit_error_model`); ``current`` until
+    :func:`fits_error_model`."""
     from potlearn_ase.models.calibration import fit_error_model
 
-    if len(ratios) < min_components or len(spreads) != len(ratios):
+    if not fits_error_model(ratios, spreads):
         return current
     s = np.asarray(spreads, float)
     return fit_error_model(np.asarray(ratios, float) * s, s)

@@ -35,7 +35,7 @@ from potlearn_ase.descriptors.ace import ACEDescriptor
 from potlearn_ase.errors import ConfigError, ReferenceFailure
 from potlearn_ase.learners.otf import OTFConfig, checkpoint_atoms
 from potlearn_ase.learners.otf_async import learner_class
-from potlearn_ase.learners.otf_update import initial_error_model
+from potlearn_ase.learners.otf_update import fits_error_model, initial_error_model
 from potlearn_ase.learners.reference import Reference
 from potlearn_ase.learners.report import predicted_error_report
 from potlearn_ase.learners.run_dir import (
@@ -289,8 +289,7 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
         label_initial(start, reference, store, cfg.initial, rng, skip=n_initial)
     frames = store.frames()
     model = fit_run_model(cfg, frames, elements, md.seed)
-    alpha, alpha_epistemic, misfit = initial_error_model(model, frames)
-    calc = CommitteeCalculator(model=model, calibration=alpha)
+    calc = CommitteeCalculator(model=model, calibration=1.0)
     learner = learner_class(reference)(  # reference.workers > 0: the MD does not wait
         calc,
         reference,
@@ -302,16 +301,18 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
         ),
         engine="ase",
     )
-    learner.initial_error_model = (alpha_epistemic, misfit)
-    learner.refresh_uncertainty()
     atoms = start.copy()
     first = next((a for a in frames if a.info["provenance"].get("engine") == "initial"), None)
     if first is not None and len(first) == len(atoms):
         atoms.set_positions(first.positions)  # the MD starts from the labelled structure
     state = restore_learner(learner, md.trajectory_interval) if resume else None
+    if state is None or not fits_error_model(learner.state.ratios, learner.state.spreads):
+        # cross-validated on the starting labels, until the labels' own errors take over
+        alpha, alpha_epistemic, misfit = initial_error_model(model, frames)
+        calc.calibration = alpha
+        learner.initial_error_model = (alpha_epistemic, misfit)
     if state is not None:
         calc.calibration = float(state.get("calibration", 1.0))
-        learner.refresh_uncertainty()
         atoms = checkpoint_atoms(state)
         if "md_rng" in state:
             rng.bit_generator.state = state["md_rng"]
@@ -319,6 +320,7 @@ def _run(cfg, rd, reference, trigger, start, elements, store, resume, t_start) -
         from potlearn_ase.data.generate import thermalize
 
         thermalize(atoms, _temperature(md, 0), rng)
+    learner.refresh_uncertainty()  # with the calibration and the labels' errors of the run
     dyn = _make_dynamics(atoms, md, rng)
     dyn.nsteps = learner.state.md_step
     learner.checkpoint_extra = lambda: {"md_rng": rng.bit_generator.state}
