@@ -49,9 +49,7 @@ class DynamicsMixin:
 
         def observe() -> None:
             if self._rewind_to is not None:  # a look-ahead window labelled an earlier step
-                k, state = self._rewind_to, self._rewind_state
-                self._rewind_to = self._rewind_state = None
-                assert state is not None
+                (k, state), self._rewind_to = self._rewind_to, None
                 self._accepted = state
                 self._restore_accepted(atoms)
                 dyn.nsteps = k

@@ -70,19 +70,18 @@ class WindowMixin:
     """How an :class:`~potlearn_ase.learners.otf.OnTheFlyLearner` picks what to label.
 
     A base of ``OnTheFlyLearner`` only: it uses the learner's ``settings``, ``model``,
-    ``_candidates``, ``_window_start``,
-    ``trigger``, ``state``, ``label_batch``, ``_accepted``, ``_md_step_now`` and
-    ``_write_held_frames`` (of :class:`~potlearn_ase.learners.otf_dynamics.DynamicsMixin`);
-    the window's
-    own state (``_window``, ``_window_states``, ``_rewind_to``, ``_fresh``) is set up by
+    ``_candidates``, ``_window_start``, ``trigger``, ``state``, ``label_batch``,
+    ``_accepted``, ``_md_step_now`` and ``_write_held_frames`` (of
+    :class:`~potlearn_ase.learners.otf_dynamics.DynamicsMixin`); the window's own state
+    (``_window``, ``_window_states``, ``_rewind_to``, ``_fresh``) is set up by
     :meth:`_init_window`.
     """
 
     def _init_window(self) -> None:
         self._window: list[Candidate] | None = None
         self._window_states: dict[int, dict[str, np.ndarray]] = {}
-        self._rewind_to: int | None = None
-        self._rewind_state: dict[str, np.ndarray] | None = None
+        # (MD step, its state) the observer rewinds to after a window labelled an earlier step
+        self._rewind_to: tuple[int, dict[str, np.ndarray]] | None = None
         self._fresh: tuple[np.ndarray, Atoms] | None = None  # the label to continue from
         self.can_rewind = False  # set by attach(): the dynamics can be rewound
         self._traj: Any = None  # attach() opens the trajectory
@@ -116,12 +115,9 @@ class WindowMixin:
         decision: Decision,
     ) -> tuple[dict[str, Any], Decision]:
         """A step with the window open (or opening): gather, and close when it is full."""
-        if decision is Decision.REJECT:
-            if self._window:
-                self._close_window()  # outside the trust window: label the best so far
-                return results, Decision.LABEL
-            self._window = None
-            return results, decision
+        if decision is Decision.REJECT:  # (only with a window open, of one or more steps)
+            self._close_window()  # outside the trust window: label the best so far
+            return results, Decision.LABEL
         if self._window is None:
             self._window = []
             self._window_states = {}
@@ -146,18 +142,16 @@ class WindowMixin:
     def _close_window(self, rewind: bool = True) -> Atoms | None:
         """Label the window's best candidate and ask the observer to rewind to it.
 
-        Returns the labelled structure when the best candidate is the current step's (no
-        rewind is needed then), else None.
+        Returns the labelled structure when there is no state to rewind to (the best
+        candidate is the structure of the current step, whose state the observer has not
+        kept yet, or ``rewind`` is off), else None.
         """
         cands, self._window = self._window or [], None
         if not cands:
             return None
         # of the structures the trigger asked for, the one of highest priority
-        best_k = max(range(len(cands)), key=lambda k: (cands[k].wanted, cands[k].priority))
-        best = cands[best_k]
-        state = None
-        if rewind and best_k < len(cands) - 1:
-            state = self._window_states.get(best.md_step)
+        best = max(cands, key=lambda c: (c.wanted, c.priority))
+        state = self._window_states.get(best.md_step) if rewind else None
         # the window's trajectory frames up to the structure labelled are kept: on disk
         # before the label's checkpoint, so that a resume from it has all of them
         self._write_held_frames(upto=best.md_step if state is not None else None)
@@ -169,8 +163,7 @@ class WindowMixin:
         self._window_states = {}
         if state is None:
             return labelled  # the current step (or a state not kept): no rewind
-        self._rewind_to = best.md_step
-        self._rewind_state = state
+        self._rewind_to = (best.md_step, state)
         if labelled is not None:
             self._fresh = (best.atoms.positions.copy(), labelled)
         return None

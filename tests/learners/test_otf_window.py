@@ -55,6 +55,7 @@ class Scripted(FixedThreshold):
 
     fire: int = 3
     script: tuple[float, ...] = ()
+    reject: int = 0  # the call that is rejected (0: none)
 
     def __post_init__(self):
         super().__post_init__()
@@ -63,6 +64,8 @@ class Scripted(FixedThreshold):
 
     def decide(self, step, atoms, results):
         self.calls += 1
+        if self.calls == self.reject:
+            return Decision.REJECT
         wanted = self.fire <= self.calls < self.fire + len(self.script)
         return Decision.LABEL if wanted else Decision.SKIP
 
@@ -139,6 +142,26 @@ def test_a_candidate_far_out_of_the_committees_depth_closes_the_window(tmp_path)
     dyn.run(8)
     assert learner.n_reference_calls == 1 and learner.store.provenance(1)["md_step"] == 3
     assert kept == list(range(9)) and trigger.ranked == 2  # no rewind: step 3 was current
+    learner.store.close()
+
+
+def test_a_rejected_step_labels_the_best_candidate_so_far_and_rewinds_to_it(tmp_path):
+    # candidates at MD steps 2 and 3; step 4 is rejected: step 3, the best, is labelled
+    trigger = Scripted(1.0, fire=3, script=(0.5, 2.0), reject=5)
+    learner = _learner(tmp_path, trigger, lookahead=4)
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    thermalize(atoms, 600, np.random.default_rng(0))
+    dyn = Langevin(atoms, 2 * units.fs, temperature_K=600, friction=0.02, fixcm=False)
+    learner.attach(dyn)
+    kept = []
+    dyn.attach(lambda: kept.append((dyn.nsteps, atoms.positions.copy())), interval=1)
+    dyn.run(8)
+    assert learner.n_reference_calls == 1 and learner.store.provenance(1)["md_step"] == 3
+    assert learner.state.n_rejects == 1
+    # the rejected step 4 is undone: the MD goes on from step 3, the labelled structure
+    assert [k for k, _ in kept][:6] == [0, 1, 2, 3, 3, 4]
+    np.testing.assert_allclose(kept[4][1], learner.store[1].positions, atol=1e-12)
+    assert dyn.nsteps == 8
     learner.store.close()
 
 
