@@ -164,7 +164,8 @@ def test_fit_options_reach_the_saved_model(tmp_path, cu_train, capsys):
     write(tmp_path / "train.xyz", cu_train[:8])
     model = tmp_path / "m.pt"
     args = ["fit", str(tmp_path / "train.xyz"), "-o", str(model), "--members", "4",
-            "--cutoff", "4.5", "--n-radial", "4", "--l-max", "1", "--body-order", "4",
+            "--descriptor", "power-spectrum", "--cutoff", "4.5", "--n-radial", "4",
+            "--l-max", "1", "--body-order", "4",
             "--energy-weight", "50", "--force-weight", "2", "--stress-weight", "0",
             "--lam", "1e-5"]
     assert main(args) == 0
@@ -180,7 +181,8 @@ def test_fit_options_reach_the_saved_model(tmp_path, cu_train, capsys):
     assert (d.cutoff, d.n_radial, d.l_max, d.body_order) == (4.5, 4, 1, 4)
     # without weights, each label type's noise level is inferred and saved with the model
     args = ["fit", str(tmp_path / "train.xyz"), "-o", str(model), "--n-radial", "4",
-            "--l-max", "1", "--members", "4", "--weights", "inferred", "--temper", "none"]
+            "--descriptor", "power-spectrum", "--l-max", "1", "--members", "4",
+            "--weights", "inferred", "--temper", "none"]
     assert main(args) == 0
     assert "inferred noise" in capsys.readouterr().err
     calc = potlearn_ase.load(model)
@@ -189,6 +191,39 @@ def test_fit_options_reach_the_saved_model(tmp_path, cu_train, capsys):
     assert calc.energy_calibration > 0 and calc.metrics["calibrated_on"] == "cross-validation"
     assert main(args + ["--lam", "lots"]) == 2
     assert "lam must be 'evidence' or a number" in capsys.readouterr().err
+
+
+def test_default_fit_is_the_many_body_ace_with_cross_validated_weights(tmp_path, cu_train,
+                                                                      capsys):
+    import potlearn_ase
+    from potlearn_ase.descriptors import FullACEDescriptor
+
+    write(tmp_path / "train.xyz", cu_train[::2])
+    model = tmp_path / "m.pt"
+    args = ["fit", str(tmp_path / "train.xyz"), "-o", str(model), "--members", "4",
+            "--cutoff", "4.0", "--max-degree", "6", "8", "6", "--correlation-order", "3",
+            "--l-max-ace", "3", "--w-l", "1.5"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "weights by 5-fold cross-validation: energy" in err
+    calc = potlearn_ase.load(model)
+    d = calc.model.descriptor
+    assert isinstance(d, FullACEDescriptor)
+    assert (d.config.cutoff, d.config.max_degree, d.config.l_max, d.config.w_l) == (
+        4.0, (6, 8, 6), 3, 1.5)
+    cfg = calc.model.config
+    assert cfg.weights == "fixed" and cfg.force_weight == 1.0 and cfg.energy_weight > 0
+    # a weight given means fixed weights, the others at their defaults
+    assert main([*args, "--energy-weight", "50"]) == 0
+    assert "cross-validation: energy" not in capsys.readouterr().err
+    assert potlearn_ase.load(model).model.config.energy_weight == 50.0
+    # a neural fit without --val holds out a tenth of the file for early stopping
+    assert main(["fit", str(tmp_path / "train.xyz"), "-o", str(model), "--kind", "neural",
+                 "--members", "2", "--epochs", "3", "--cutoff", "4.0", "--max-degree", "5",
+                 "6", "--correlation-order", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "no --val: 1 structures of" in err
+    assert json.loads(out)["calibrated_on"] == "validation"
 
 
 def test_fit_help_shows_defaults_and_units(capsys):

@@ -20,6 +20,8 @@ __all__ = ["add_subparser"]
 
 def _cmd_fit(args: argparse.Namespace) -> int:
 
+    import numpy as np
+
     from potlearn_ase.data.io import read
     from potlearn_ase.data.labels import LabelKeys
     from potlearn_ase.descriptors import ACEDescriptor
@@ -44,7 +46,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         desc: Any = FullACEDescriptor(
             elements,
             FullACEConfig(cutoff=args.cutoff, correlation_order=args.correlation_order,
-                          max_degree=degree[0] if degree and len(degree) == 1 else degree),
+                          max_degree=degree[0] if degree and len(degree) == 1 else degree,
+                          l_max=args.l_max_ace, w_l=args.w_l),
         )
     else:
         desc = ACEDescriptor(
@@ -55,6 +58,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     stage(f"fitting a {args.kind} committee of {args.members} to {len(train)} structures "
           f"({desc.n_features} features per element)")
     if args.kind == "linear":
+        weights = args.weights or ("fixed" if any(
+            w is not None for w in (args.energy_weight, args.force_weight, args.stress_weight)
+        ) else "cv")
         config = LinearFitConfig(
             n_members=args.members,
             energy_weight=args.energy_weight,
@@ -62,9 +68,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             stress_weight=args.stress_weight,
             lam=parse_lam(args.lam),
             temper=args.temper,
-            weights=args.weights,
+            weights=weights,
         )
         model = fit_linear(desc, train, config, rng=args.seed, progress=True)
+        if model.weight_search is not None:
+            stage(f"weights by 5-fold cross-validation: energy {model.config.energy_weight:g}, "
+                  f"force 1, stress {model.config.stress_weight:g}")
         if model.noise is not None:
             e, f, s = model.noise.sigma
             stage(f"inferred noise: energy {1000 * e:.3g} meV/atom, forces {f:.3g} eV/A, "
@@ -72,6 +81,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     else:
         from potlearn_ase.training.trainer import train_neural
 
+        if not val:  # early stopping and calibration need structures the fit does not see
+            order = np.random.default_rng(args.seed).permutation(len(train))
+            n_val = max(1, len(train) // 10)
+            val = [train[i] for i in order[:n_val]]
+            train = [train[i] for i in sorted(order[n_val:])]
+            stage(f"no --val: {n_val} structures of {args.train} held out for early stopping "
+                  "and calibration")
         model, _ = train_neural(
             desc,
             train,
@@ -132,7 +148,7 @@ def add_subparser(subparsers: Any) -> None:
                    help="power-spectrum: highest angular degree, 0 to 3")
     f.add_argument("--body-order", type=int, default=ace.body_order, choices=[3, 4],
                    help="power-spectrum: 3 (pair correlations) or 4 (adds radial triple products)")
-    unset = "default 30, 1 and 1 for energy, force and stress"
+    unset = "none given: chosen by cross-validation; some given: the others 30, 1 and 1"
     f.add_argument("--energy-weight", type=float, default=lin.energy_weight, metavar="W",
                    help=f"linear: weight of a per-atom energy residual in 1/(eV/atom) ({unset})")
     f.add_argument("--force-weight", type=float, default=lin.force_weight, metavar="W",
@@ -143,20 +159,26 @@ def add_subparser(subparsers: Any) -> None:
     f.add_argument("--lam", default=lin.lam,
                    help="linear: ridge parameter (dimensionless, relative to the weighted, "
                    "scaled features) or 'evidence' to maximise the marginal likelihood")
-    f.add_argument("--weights", choices=["fixed", "inferred"], default=lin.weights,
-                   help="linear: fixed weights, or each label type's noise level inferred from "
-                   "the data (then give no weight)")
+    f.add_argument("--weights", choices=["cv", "fixed", "inferred"], default=None,
+                   help="linear: energy and stress weights chosen by 5-fold cross-validation "
+                   "(default when no weight is given), fixed weights (default when one is), "
+                   "or each label type's noise level inferred by evidence")
     f.add_argument("--temper", choices=["structures", "none"], default=lin.temper,
                    help="linear, inferred weights: each label type weighs as much as its "
                    "structures, or every row counts alike")
-    f.add_argument("--descriptor", choices=["power-spectrum", "ace"], default="power-spectrum",
-                   help="power-spectrum (keys --n-radial --l-max --body-order) or the many-body "
-                   "ace (keys --correlation-order --max-degree)")
+    f.add_argument("--descriptor", choices=["ace", "power-spectrum"], default="ace",
+                   help="the many-body ace (keys --correlation-order --max-degree --l-max-ace "
+                   "--w-l), or the cheaper three-body power-spectrum (keys --n-radial --l-max "
+                   "--body-order)")
     f.add_argument("--correlation-order", type=int, default=full.correlation_order,
                    help="ace: highest correlation order nu (body order nu + 1)")
     f.add_argument("--max-degree", type=float, nargs="+", default=None,
                    help="ace: total degree per correlation order (not set: the descriptor's "
                    "defaults)")
+    f.add_argument("--l-max-ace", type=int, default=full.l_max,
+                   help="ace: highest angular degree of one-particle functions")
+    f.add_argument("--w-l", type=float, default=full.w_l,
+                   help="ace: weight of the angular degree in the degree rule")
     f.add_argument("--members", "--committee", dest="members", type=int, default=lin.n_members,
                    help="committee size (as potlearn train --committee)")
     f.add_argument("--epochs", type=int, default=nn.epochs, help="neural: maximum epochs")

@@ -9,6 +9,7 @@ derivatives, so eight members cost little more than one.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -55,6 +56,10 @@ class LinearFitConfig:
     ``temper="structures"`` they fit Zuo et al. DFT energies more closely, but on small data
     sets they leave forces almost unweighted (12 EMT Cu structures: 0.154 eV/A against 0.0041
     with fixed weights), and untempered they fit energies less closely than 30:1 does.
+    With ``weights="cv"`` the energy and stress weights are chosen by 5-fold cross-validation
+    over the structures (:mod:`~potlearn_ase.models.weight_search`, force weight 1); the
+    fitted model's ``config`` holds the chosen weights as fixed ones (an update keeps them)
+    and ``model.weight_search`` the scores of every weight tried. ``potlearn fit`` uses it.
 
     Attributes
     ----------
@@ -81,9 +86,10 @@ class LinearFitConfig:
         structures and none is sacrificed to the more numerous force rows
         (:func:`~potlearn_ase.models.posterior.infer_noise`); ``"none"`` treats every
         row as an independent observation.
-    weights : {"fixed", "inferred"}
-        Fixed weights (as given, defaults 30, 1, 1), or each label type's noise level
-        inferred from the data (give no weight then).
+    weights : {"fixed", "inferred", "cv"}
+        Fixed weights (as given, defaults 30, 1, 1), each label type's noise level
+        inferred from the data, or the weights chosen by cross-validation (give no weight
+        with either of the last two).
     noise_inferred : bool
         Set by :func:`fit_linear`: the weights are ``sqrt(kappa) / sigma`` inferred from the
         data, and the posterior uses them as known noise (no common noise level is fitted).
@@ -107,11 +113,15 @@ class LinearFitConfig:
             value = getattr(self, key)
             if value is not None and not value >= 0:
                 raise ValueError(f"{key}: must be at least 0, got {value}")
-        if self.weights not in ("fixed", "inferred"):
-            raise ValueError(f"weights must be 'fixed' or 'inferred', got {self.weights!r}")
+        if self.weights not in ("fixed", "inferred", "cv"):
+            raise ValueError(
+                f"weights must be 'fixed', 'inferred' or 'cv', got {self.weights!r}"
+            )
         given = [k for k in _FIXED_DEFAULTS if getattr(self, k) is not None]
-        if self.weights == "inferred" and given and not self.noise_inferred:
-            raise ValueError(f"weights='inferred' infers {', '.join(given)}: give no weight")
+        if self.weights != "fixed" and given and not self.noise_inferred:
+            raise ValueError(
+                f"weights={self.weights!r} chooses {', '.join(given)}: give no weight"
+            )
 
     @property
     def infers_noise(self) -> bool:
@@ -175,6 +185,8 @@ class LinearCommittee(CommitteeModel):
         self.noise: NoiseLevels | None = None
         #: the unit-weight rows of each label type, kept to re-infer the noise on update
         self.label_blocks: Any = None
+        #: the cross-validated choice of weights of the last fit (``weights="cv"``), or None
+        self.weight_search: Any = None
 
     @property
     def n_members(self) -> int:
@@ -299,6 +311,8 @@ def fit_linear(
         A structure holds an element the descriptor was not built for.
     """
     config = config or LinearFitConfig()
+    if config.weights == "cv":
+        return _fit_cross_validated(descriptor, frames, config, rng=rng, progress=progress)
     infer = config.infers_noise
     if not infer:
         config = config.fixed()
@@ -345,3 +359,53 @@ def _floor_weight(config: LinearFitConfig) -> float:
     energy-only fit (a zero floor would divide by zero on an exact fit)."""
     assert config.force_weight is not None and config.energy_weight is not None
     return config.force_weight if config.force_weight > 0 else config.energy_weight
+
+
+#: fewest structures for choosing the weights by cross-validation (two per fold)
+MIN_CV_STRUCTURES = 10
+
+
+def _fit_cross_validated(
+    descriptor: Descriptor,
+    frames: Sequence[Atoms],
+    config: LinearFitConfig,
+    *,
+    rng: np.random.Generator | int | None,
+    progress: bool,
+) -> LinearCommittee:
+    """:func:`fit_linear` with the energy and stress weights chosen by cross-validation."""
+    from potlearn_ase.models.posterior import NormalEquations
+    from potlearn_ase.models.weight_search import accumulate_folds, search_weights
+
+    fixed = replace(config, weights="fixed")
+    if len(frames) < MIN_CV_STRUCTURES:
+        log.warning(
+            "%d structures are too few to choose the weights by cross-validation (at least "
+            "%d): the fixed weights 30, 1, 1 are used", len(frames), MIN_CV_STRUCTURES,
+        )
+        return fit_linear(descriptor, frames, fixed, rng=rng, progress=progress)
+    unit = fixed.fixed()
+    starts: Any = range(0, len(frames), config.batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="accumulating (5 folds)", unit="batch")
+    folds = accumulate_folds(descriptor, frames, unit, 5, starts=starts)
+    if progress:
+        print("potlearn: choosing the energy and stress weights by 5-fold cross-validation",
+              file=sys.stderr, flush=True)
+    search = search_weights(folds, len(descriptor.elements), unit)
+    chosen = replace(unit, energy_weight=search.energy_weight, force_weight=1.0,
+                     stress_weight=search.stress_weight)
+    w2 = np.array([search.energy_weight, 1.0, search.stress_weight]) ** 2
+    ne = NormalEquations.weighted_sum(
+        [NormalEquations.weighted_sum([b.parts[t] for b in folds], [1.0] * len(folds))
+         for t in range(3)], w2)
+    S, K = len(descriptor.elements), descriptor.n_features
+    model = LinearCommittee(
+        descriptor, torch.zeros(chosen.n_members, S, K + 1, dtype=descriptor.dtype),
+        normal_equations=ne, config=chosen,
+    )
+    model.weight_search = search
+    model.draw_members(np.random.default_rng(rng))
+    return model
