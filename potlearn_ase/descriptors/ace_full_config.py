@@ -18,7 +18,7 @@ from potlearn_ase.errors import ConfigError
 __all__ = ["DEFAULT_DEGREES", "FullACEConfig"]
 
 #: ``D_nu`` for ``nu = 1..5`` when ``max_degree`` is not given
-DEFAULT_DEGREES: tuple[float, ...] = (10.0, 12.0, 11.0, 9.0, 8.0)
+DEFAULT_DEGREES: tuple[float, ...] = (12.0, 16.0, 14.0, 11.0, 9.0)
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class FullACEConfig:
     correlation_order: int = 4
     max_degree: float | tuple[float, ...] | None = None
     w_l: float = 1.0
-    l_max: int = 4
+    l_max: int = 5
     core: str = "zbl"
     core_radius: float | Mapping[str, float] | None = None
     mixing_seed: int = 0
