@@ -96,3 +96,26 @@ def test_too_few_structures_fall_back_to_fixed_weights(desc, cu_train, caplog):
 def test_cv_refuses_given_weights():
     with pytest.raises(ValueError, match="give no weight"):
         LinearFitConfig(weights="cv", energy_weight=10.0)
+
+
+def test_cv_posterior_scale_makes_the_raw_spread_match_independent_errors(desc, cu_train,
+                                                                          cu_test):
+    """The folds also set the posterior's scale: the raw committee spread then matches the
+    mean squared force error of independent structures, which the fixed fit's spread, shrunk
+    by thousands of correlated force rows, does not."""
+
+    def error_over_spread(model):
+        err, spread = [], []
+        for a in cu_test:
+            p = model.predict(a, stress=False)
+            err.append((p["forces"].mean(0) - a.get_forces()).ravel())
+            spread.append(p["forces"].std(0, ddof=1).ravel())
+        return float(np.mean(np.concatenate(err) ** 2) / np.mean(np.concatenate(spread) ** 2))
+
+    cv = fit_linear(desc, cu_train, LinearFitConfig(weights="cv", n_members=16), rng=0)
+    fixed = fit_linear(desc, cu_train, LinearFitConfig(
+        energy_weight=cv.config.energy_weight, stress_weight=cv.config.stress_weight,
+        n_members=16), rng=0)
+    assert cv.config.covariance_scale > 10
+    assert 0.25 < error_over_spread(cv) < 4.0
+    assert error_over_spread(fixed) > 10
