@@ -224,6 +224,13 @@ def test_default_fit_is_the_many_body_ace_with_cross_validated_weights(tmp_path,
     out, err = capsys.readouterr()
     assert "no --val: 1 structures of" in err
     assert json.loads(out)["calibrated_on"] == "validation"
+    # nonlinear: the cross-validated linear members, each with a neural correction
+    assert main(["fit", str(tmp_path / "train.xyz"), "-o", str(model), "--kind", "nonlinear",
+                 "--members", "2", "--epochs", "2", "--cutoff", "4.0", "--max-degree", "5",
+                 "6", "--correlation-order", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "weights by 5-fold cross-validation" in err and "neural correction" in err
+    assert potlearn_ase.load(model).model.residual
 
 
 def test_fit_help_shows_defaults_and_units(capsys):

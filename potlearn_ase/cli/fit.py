@@ -13,6 +13,7 @@ from potlearn_ase.descriptors import ACEConfig
 from potlearn_ase.descriptors.ace_full_config import FullACEConfig
 from potlearn_ase.errors import UnknownElementError
 from potlearn_ase.models import LinearFitConfig
+from potlearn_ase.training.residual import RESIDUAL_DEFAULTS
 from potlearn_ase.training.trainer import NeuralTrainConfig
 
 __all__ = ["add_subparser"]
@@ -57,7 +58,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         )
     stage(f"fitting a {args.kind} committee of {args.members} to {len(train)} structures "
           f"({desc.n_features} features per element)")
-    if args.kind == "linear":
+    if args.kind != "linear" and not val:
+        # early stopping and calibration need structures the fit does not see
+        order = np.random.default_rng(args.seed).permutation(len(train))
+        n_val = max(1, len(train) // 10)
+        val = [train[i] for i in order[:n_val]]
+        train = [train[i] for i in sorted(order[n_val:])]
+        stage(f"no --val: {n_val} structures of {args.train} held out for early stopping "
+              "and calibration")
+    if args.kind in ("linear", "nonlinear"):
         weights = args.weights or ("fixed" if any(
             w is not None for w in (args.energy_weight, args.force_weight, args.stress_weight)
         ) else "cv")
@@ -78,21 +87,25 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             e, f, s = model.noise.sigma
             stage(f"inferred noise: energy {1000 * e:.3g} meV/atom, forces {f:.3g} eV/A, "
                   f"stress {1000 * s:.3g} meV/atom (virial)")
+        if args.kind == "nonlinear":
+            from dataclasses import replace
+
+            from potlearn_ase.training.residual import RESIDUAL_DEFAULTS, train_residual
+
+            stage("training the neural correction of each member (early stopping on "
+                  f"{len(val)} validation structures)")
+            cfg = replace(RESIDUAL_DEFAULTS, seed=args.seed,
+                          epochs=args.epochs or RESIDUAL_DEFAULTS.epochs)
+            model, _ = train_residual(model, train, val, cfg, progress=True)
     else:
         from potlearn_ase.training.trainer import train_neural
 
-        if not val:  # early stopping and calibration need structures the fit does not see
-            order = np.random.default_rng(args.seed).permutation(len(train))
-            n_val = max(1, len(train) // 10)
-            val = [train[i] for i in order[:n_val]]
-            train = [train[i] for i in sorted(order[n_val:])]
-            stage(f"no --val: {n_val} structures of {args.train} held out for early stopping "
-                  "and calibration")
         model, _ = train_neural(
             desc,
             train,
-            val or None,
-            NeuralTrainConfig(n_members=args.members, epochs=args.epochs, seed=args.seed),
+            val,
+            NeuralTrainConfig(n_members=args.members, seed=args.seed,
+                              epochs=args.epochs or NeuralTrainConfig().epochs),
             progress=True,
         )
     from potlearn_ase.cli.train import save_calibrated
@@ -138,8 +151,9 @@ def add_subparser(subparsers: Any) -> None:
     f.add_argument("train", help="labelled training structures (extxyz or any ASE format)")
     f.add_argument("-o", "--output", default="model.pt", help="model file to write")
     f.add_argument("--val", help="validation structures (calibration and metrics)")
-    f.add_argument("--kind", choices=["linear", "neural"], default="linear",
-                   help="linear (closed-form Bayesian) or neural committee")
+    f.add_argument("--kind", choices=["linear", "nonlinear", "neural"], default="linear",
+                   help="linear (closed-form Bayesian), nonlinear (the linear members each "
+                   "with a neural correction on the same features) or neural committee")
     f.add_argument("--cutoff", type=float, default=ace.cutoff,
                    help="descriptor cutoff radius in Angstrom")
     f.add_argument("--n-radial", type=int, default=ace.n_radial,
@@ -181,7 +195,9 @@ def add_subparser(subparsers: Any) -> None:
                    help="ace: weight of the angular degree in the degree rule")
     f.add_argument("--members", "--committee", dest="members", type=int, default=lin.n_members,
                    help="committee size (as potlearn train --committee)")
-    f.add_argument("--epochs", type=int, default=nn.epochs, help="neural: maximum epochs")
+    f.add_argument("--epochs", type=int, default=None,
+                   help=f"nonlinear and neural: maximum epochs (default {RESIDUAL_DEFAULTS.epochs} "
+                   f"and {nn.epochs})")
     f.add_argument("--seed", type=int, default=0, help="seeds the committee")
     add_label_key_arguments(f)
     f.set_defaults(func=_cmd_fit)

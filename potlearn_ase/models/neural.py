@@ -56,6 +56,11 @@ class NeuralCommittee(CommitteeModel):
         Global indices of the members held here (default ``range(n_members)``); a part of a
         larger committee (e.g. the members one MPI rank trains) holds exactly the weights those
         members have in the whole committee. :meth:`join` puts the parts back together.
+    residual : bool
+        Each member adds its MLP to a fixed linear potential of its own, the buffer
+        ``linear_coef (M, n_species, 1 + K)`` (per-element constant, then weights of the raw
+        features), e.g. the members of a linear committee: the nonlinear ACE of
+        :func:`potlearn_ase.training.residual.train_residual`.
     """
 
     kind = "neural"
@@ -69,8 +74,10 @@ class NeuralCommittee(CommitteeModel):
         activation: str = "silu",
         seed: int = 0,
         members: Sequence[int] | None = None,
+        residual: bool = False,
     ):
         super().__init__(descriptor)
+        self.residual = bool(residual)
         if members is None:
             members = range(int(n_members))
         self.members = tuple(int(m) for m in members)
@@ -115,6 +122,10 @@ class NeuralCommittee(CommitteeModel):
         self.register_buffer("feature_std", torch.ones(K, dtype=dtype, device=device))
         self.register_buffer("energy_shift", torch.zeros(S, dtype=dtype, device=device))
         self.register_buffer("energy_scale", torch.ones((), dtype=dtype, device=device))
+        if self.residual:
+            self.register_buffer(
+                "linear_coef", torch.zeros(n_members, S, K + 1, dtype=dtype, device=device)
+            )
 
     @property
     def n_members(self) -> int:
@@ -129,6 +140,8 @@ class NeuralCommittee(CommitteeModel):
         }
         if self.members != tuple(range(self._n_members)):
             hp["members"] = list(self.members)
+        if self.residual:
+            hp["residual"] = True
         return hp
 
     @classmethod
@@ -140,6 +153,7 @@ class NeuralCommittee(CommitteeModel):
             activation=hp.get("activation", "silu"),
             seed=int(hp.get("seed", 0)),
             members=hp.get("members"),
+            residual=bool(hp.get("residual", False)),
         )
 
     def subset(self, members: Sequence[int]) -> NeuralCommittee:
@@ -154,10 +168,12 @@ class NeuralCommittee(CommitteeModel):
             activation=self.activation,
             seed=self.seed,
             members=members,
+            residual=self.residual,
         ).to(self.feature_mean.device)
         idx = torch.tensor([pos[m] for m in members], dtype=torch.int64)
         with torch.no_grad():
-            for dst, src in zip([*new.weights, *new.biases], [*self.weights, *self.biases]):
+            for dst, src in zip([*new.weights, *new.biases, *new._per_member_buffers()],
+                                [*self.weights, *self.biases, *self._per_member_buffers()]):
                 dst.copy_(src[idx.to(src.device)])
             for name in ("feature_mean", "feature_std", "energy_shift", "energy_scale"):
                 getattr(new, name).copy_(getattr(self, name))
@@ -180,8 +196,10 @@ class NeuralCommittee(CommitteeModel):
             raise ValueError("no committee members to join")
         first = parts[0]
         for p in parts[1:]:
-            if (p.hidden, p.activation, p.seed) != (first.hidden, first.activation, first.seed):
-                raise ValueError("parts differ in hidden layers, activation or seed")
+            if (p.hidden, p.activation, p.seed, p.residual) != (
+                first.hidden, first.activation, first.seed, first.residual
+            ):
+                raise ValueError("parts differ in hidden layers, activation, seed or residual")
             for name in ("feature_mean", "feature_std", "energy_shift", "energy_scale"):
                 a, b = getattr(first, name), getattr(p, name).to(getattr(first, name).device)
                 if not torch.allclose(a, b, rtol=1e-12, atol=0.0):
@@ -197,6 +215,7 @@ class NeuralCommittee(CommitteeModel):
             activation=first.activation,
             seed=first.seed,
             members=members,
+            residual=first.residual,
         ).to(first.feature_mean.device)
         with torch.no_grad():
             for li in range(len(new.weights)):
@@ -205,9 +224,16 @@ class NeuralCommittee(CommitteeModel):
                     dst.copy_(
                         torch.stack([getattr(p, attr)[li][k].to(dst.device) for _, p, k in src])
                     )
+            for bi, dst in enumerate(new._per_member_buffers()):
+                dst.copy_(torch.stack(
+                    [p._per_member_buffers()[bi][k].to(dst.device) for _, p, k in src]
+                ))
             for name in ("feature_mean", "feature_std", "energy_shift", "energy_scale"):
                 getattr(new, name).copy_(getattr(first, name))
         return new
+
+    def _per_member_buffers(self) -> list[torch.Tensor]:
+        return [self.linear_coef] if self.residual else []
 
     def _mlp(self, x: torch.Tensor, s: int) -> torch.Tensor:
         """``x (M, n_s, K)`` normalised features of element ``s`` -> ``(M, n_s)``."""
@@ -229,6 +255,9 @@ class NeuralCommittee(CommitteeModel):
             if idx.numel() == 0:
                 continue
             e = self._mlp(xn[:, idx], s) * self.energy_scale + self.energy_shift[s]
+            if self.residual:
+                c = self.linear_coef[:, s]
+                e = e + (x[:, idx] * c[:, None, 1:]).sum(-1) + c[:, None, 0]
             out = out.index_copy(1, idx, e)
         return out
 
