@@ -84,3 +84,12 @@ def finite_difference_stress(energy, atoms: Atoms, h: float = 1e-5) -> np.ndarra
         d = (vals[0] - vals[1]) / (2 * h)
         out.append(d / V)
     return np.moveaxis(np.array(out), 0, -1)
+
+
+def energy_force_rmse(model, frames) -> tuple[float, float]:
+    """RMSE of the committee mean: energy per atom (eV/atom) and force components (eV/A)."""
+    e = [(model.predict(a, stress=False)["energy"].mean() - a.get_potential_energy()) / len(a)
+         for a in frames]
+    f = np.concatenate([(model.predict(a, stress=False)["forces"].mean(0)
+                         - a.get_forces()).ravel() for a in frames])
+    return float(np.sqrt(np.mean(np.square(e)))), float(np.sqrt(np.mean(f**2)))

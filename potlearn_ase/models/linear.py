@@ -260,18 +260,19 @@ class LinearCommittee(CommitteeModel):
             self.active_set = self.active_set.extended(self.descriptor, frames)
         return self
 
-    def solve_posterior(self, ne: NormalEquations) -> Posterior:
+    def solve_posterior(self, ne: NormalEquations, *, lam: float | None = None) -> Posterior:
         """The posterior this model's settings give for the normal equations ``ne``.
 
         The same regularisation rule (``config.lam``, the noise floor, unpenalised per-element
         constants) as the model's own fit; used to re-solve with data added or held out.
+        ``lam`` fixes the ridge parameter instead (e.g. the full data's, for its folds).
         """
         S, K = len(self.descriptor.elements), self.descriptor.n_features
         unreg = np.zeros(S * (K + 1), dtype=bool)
         unreg[:: K + 1] = True
         post = solve_posterior(
             ne,
-            lam=self.config.lam,
+            lam=self.config.lam if lam is None else lam,
             sigma_floor=self.config.sigma_floor * _floor_weight(self.config.fixed()),
             unregularised=unreg,
             sigma2=1.0 if self.config.noise_inferred else None,
@@ -423,10 +424,11 @@ def _fit_cross_validated(
     # the posterior's scale from the same folds: held-out squared force errors against the
     # posterior variance of those components, each fold predicted by the others' posterior
     sse = var = 0.0
+    alpha = model.solve_posterior(ne).lam  # the full data's ridge parameter, for every fold
     for k in range(len(per_fold)):
         rest = NormalEquations.weighted_sum([f for j, f in enumerate(per_fold) if j != k],
                                             [1.0] * (len(folds) - 1))
-        post = model.solve_posterior(rest)
+        post = model.solve_posterior(rest, lam=alpha)
         forces = folds[k].parts[1]
         sse += max(forces.yty - 2.0 * float(post.mean @ forces.Aty)
                    + float(post.mean @ forces.AtA @ post.mean), 0.0)

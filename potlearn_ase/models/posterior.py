@@ -220,29 +220,10 @@ def solve_posterior(
     n_rows = max(ne.n_rows, 1)
 
     def solve(alpha: float) -> tuple[np.ndarray, float, float]:
-        # (H + alpha * diag(prior)) x = b, with prior ~ identity: use the eigenbasis when the
-        # prior is uniform, a direct solve otherwise
-        if unregularised is None:
-            x = evecs @ ((evecs.T @ b) / (evals + alpha))
-            gamma = float(np.sum(evals / (evals + alpha)))
-        else:
-            Hr = H + alpha * np.diag(prior)
-            x = np.linalg.solve(Hr, b)
-            gamma = float(np.trace(np.linalg.solve(Hr, H)))
-        rss = ne.yty - 2.0 * float(x @ b) + float(x @ H @ x)
-        return x, gamma, max(rss, 0.0)
-
-    # H + alpha diag(prior) = D (H' + alpha) D with D = diag(sqrt(prior)): one eigensystem of
-    # H' serves every alpha in O(n^2); it loses digits along the unregularised parameters, so
-    # it only brings the evidence iteration near its fixed point, which direct solves finish
-    d = np.sqrt(prior)
-    evals, evecs = np.linalg.eigh(0.5 * (H + H.T) / np.outer(d, d))
-    evals = np.clip(evals, 0.0, None)
-    bt = evecs.T @ (b / d)
-
-    def solve_fast(alpha: float) -> tuple[np.ndarray, float, float]:
-        x = (evecs @ (bt / (evals + alpha))) / d
-        gamma = float(np.sum(evals / (evals + alpha)))
+        # (H + alpha * diag(prior)) x = b by a direct solve
+        Hr = H + alpha * np.diag(prior)
+        x = np.linalg.solve(Hr, b)
+        gamma = float(np.trace(np.linalg.solve(Hr, H)))
         rss = ne.yty - 2.0 * float(x @ b) + float(x @ H @ x)
         return x, gamma, max(rss, 0.0)
 
@@ -262,17 +243,36 @@ def solve_posterior(
         return alpha
 
     if lam == "evidence":
+        # H + alpha diag(prior) = D (H' + alpha) D with D = diag(sqrt(prior)): one eigensystem of
+        # H' serves every alpha in O(n^2); it loses digits along the unregularised parameters, so
+        # it only brings the evidence iteration near its fixed point, which direct solves finish
+        d = np.sqrt(prior)
+        evals, evecs = np.linalg.eigh(0.5 * (H + H.T) / np.outer(d, d))
+        evals = np.clip(evals, 0.0, None)
+        bt = evecs.T @ (b / d)
+
+        def solve_fast(alpha: float) -> tuple[np.ndarray, float, float]:
+            x = (evecs @ (bt / (evals + alpha))) / d
+            gamma = float(np.sum(evals / (evals + alpha)))
+            rss = ne.yty - 2.0 * float(x @ b) + float(x @ H @ x)
+            return x, gamma, max(rss, 0.0)
+
         alpha = evidence(solve_fast, 1e-3)
-        if unregularised is not None and polish:
+        if unregularised is not None and polish:  # uniform prior: the eigensystem is exact
             alpha = evidence(solve, alpha)
     elif isinstance(lam, (int, float)):
         alpha = float(lam)
     else:
         raise ValueError(f"lam must be a number or 'evidence', got {lam!r}")
-    x, gamma, rss = solve(alpha)
-    sigma2 = known if known is not None else max(rss / max(n_rows - gamma, 1.0), sigma_floor**2)
+    # the solution by a direct solve (the inverse loses digits in an ill-conditioned system);
+    # one inverse gives the effective number of parameters and the covariance
     Hr = H + alpha * np.diag(prior)
-    cov_scaled = sigma2 * np.linalg.inv(Hr)
+    x = np.linalg.solve(Hr, b)
+    Hinv = np.linalg.inv(Hr)
+    gamma = float(np.sum(Hinv * H))  # trace(Hinv H), H symmetric
+    rss = max(ne.yty - 2.0 * float(x @ b) + float(x @ H @ x), 0.0)
+    sigma2 = known if known is not None else max(rss / max(n_rows - gamma, 1.0), sigma_floor**2)
+    cov_scaled = sigma2 * Hinv
     mean = x / scale
     cov = cov_scaled / np.outer(scale, scale)
     return Posterior(mean=mean, cov=0.5 * (cov + cov.T), sigma2=sigma2, lam=alpha, n_eff=gamma)

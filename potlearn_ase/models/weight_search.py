@@ -111,8 +111,8 @@ def search_weights(
 ) -> WeightSearch:
     """Pick the energy and stress weights by cross-validation over the folds.
 
-    The ridge parameter of each grid point is that of the full data (``config.lam``, or its
-    evidence maximum), reused by every fold.
+    The ridge parameter of each energy weight is that of the full data (``config.lam``, or
+    its evidence maximum, at stress weight 1), reused by every stress weight and fold.
     """
     P = folds[0].parts[0].n_params
     unreg = np.zeros(P, dtype=bool)
@@ -127,17 +127,19 @@ def search_weights(
     table: list[dict[str, float]] = []
     floor = config.sigma_floor * (config.force_weight or 1.0)
     for we in energy_grid:
+        # the ridge parameter of the full data at this energy weight (stress weight 1, or the
+        # only one), shared by the stress weights: one eigensystem per energy weight
+        w2 = np.array([we, 1.0, 1.0 if 1.0 in s_grid else s_grid[0]]) ** 2
+        alpha = solve_posterior(NormalEquations.weighted_sum(totals, w2), lam=config.lam,
+                                sigma_floor=floor, unregularised=unreg, polish=False).lam
         for ws in s_grid:
             w2 = np.array([we, 1.0, ws]) ** 2
-            full = NormalEquations.weighted_sum(totals, w2)
-            alpha = solve_posterior(full, lam=config.lam, sigma_floor=floor,
-                                    unregularised=unreg, polish=False).lam
             sse = np.zeros(3)
-            for k, held in enumerate(folds):
-                rest = NormalEquations.weighted_sum(
-                    [NormalEquations.weighted_sum([b.parts[t] for j, b in enumerate(folds)
-                                                   if j != k], [1.0] * (len(folds) - 1))
-                     for t in range(3)], w2)
+            full = NormalEquations.weighted_sum(totals, w2)
+            for held in folds:
+                rest = NormalEquations(P)  # the full system less the fold's rows
+                mine = NormalEquations.weighted_sum(held.parts, w2)
+                rest.AtA, rest.Aty = full.AtA - mine.AtA, full.Aty - mine.Aty
                 theta = _ridge_mean(rest, alpha, unreg)
                 sse += [_sse(held.parts[t], theta) if held.parts[t].n_rows else 0.0
                         for t in range(3)]

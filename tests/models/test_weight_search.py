@@ -11,19 +11,12 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from potlearn_ase.descriptors import ACEConfig, ACEDescriptor
 from potlearn_ase.models import LinearFitConfig, fit_linear
 from potlearn_ase.models.weight_search import accumulate_folds, search_weights
+from tests.conftest import energy_force_rmse
 
 
 @pytest.fixture(scope="module")
 def desc():
     return ACEDescriptor(["Cu"], ACEConfig(cutoff=4.0, n_radial=4, l_max=2))
-
-
-def _rmse(model, frames):
-    e = [(model.predict(a, stress=False)["energy"].mean() - a.get_potential_energy()) / len(a)
-         for a in frames]
-    f = np.concatenate([(model.predict(a, stress=False)["forces"].mean(0)
-                         - a.get_forces()).ravel() for a in frames])
-    return float(np.sqrt(np.mean(np.square(e)))), float(np.sqrt(np.mean(f**2)))
 
 
 def test_held_out_errors_equal_explicit_refits(desc, cu_train):
@@ -38,7 +31,7 @@ def test_held_out_errors_equal_explicit_refits(desc, cu_train):
         held = [a for i, a in enumerate(cu_train) if i % 5 == k]
         model = fit_linear(desc, train, LinearFitConfig(energy_weight=100.0, stress_weight=3.0,
                                                         lam=1e-6, n_members=2), rng=0)
-        e, f = _rmse(model, held)
+        e, f = energy_force_rmse(model, held)
         e_sq += e**2 * len(held)
         f_sq += f**2 * 3 * sum(len(a) for a in held)
         n_e += len(held)

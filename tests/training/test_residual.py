@@ -14,21 +14,17 @@ from potlearn_ase.descriptors import FullACEConfig, FullACEDescriptor
 from potlearn_ase.models import LinearFitConfig, fit_linear
 from potlearn_ase.models.neural import NeuralCommittee
 from potlearn_ase.training.residual import RESIDUAL_DEFAULTS, train_residual
-from tests.conftest import finite_difference_forces, finite_difference_stress
+from tests.conftest import (
+    energy_force_rmse,
+    finite_difference_forces,
+    finite_difference_stress,
+)
 
 
 @pytest.fixture(scope="module")
 def desc():
     return FullACEDescriptor(["Cu"], FullACEConfig(cutoff=4.0, correlation_order=3,
                                                    max_degree=[6, 8, 6]))
-
-
-def _rmse(model, frames):
-    e = [(model.predict(a, stress=False)["energy"].mean() - a.get_potential_energy()) / len(a)
-         for a in frames]
-    f = np.concatenate([(model.predict(a, stress=False)["forces"].mean(0)
-                         - a.get_forces()).ravel() for a in frames])
-    return float(np.sqrt(np.mean(np.square(e)))), float(np.sqrt(np.mean(f**2)))
 
 
 def test_residual_starts_at_the_linear_members_and_never_ends_worse(desc, cu_train, cu_test):
@@ -57,8 +53,8 @@ def test_residual_learns_what_the_linear_basis_leaves(cu_train, cu_test):
     model, hist = train_residual(linear, cu_train[:24], cu_train[24:],
                                  replace(RESIDUAL_DEFAULTS, epochs=100, lr=3e-3, patience=30,
                                          hidden=(64, 64)))
-    e_lin, f_lin = _rmse(linear, cu_test)
-    e_res, f_res = _rmse(model, cu_test)
+    e_lin, f_lin = energy_force_rmse(linear, cu_test)
+    e_res, f_res = energy_force_rmse(model, cu_test)
     assert f_res < 0.92 * f_lin, (f_res, f_lin)  # measured 0.87
     assert e_res < 1.2 * e_lin, (e_res, e_lin)
     # members differ, so there is a spread
