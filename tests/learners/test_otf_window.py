@@ -90,15 +90,22 @@ def _learner(tmp_path, trigger, lookahead):
     )
 
 
+def _hot_md(learner, rng=None, **attach):
+    """32 atoms of fcc Cu at 600 K under Langevin MD, watched by ``learner``."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    thermalize(atoms, 600, np.random.default_rng(0))
+    extra = {} if rng is None else {"rng": rng}
+    dyn = Langevin(atoms, 2 * units.fs, temperature_K=600, friction=0.02, fixcm=False, **extra)
+    learner.attach(dyn, **attach)
+    return atoms, dyn
+
+
 def test_window_labels_its_most_uncertain_structure_and_the_md_goes_on_from_it(tmp_path):
     # the third evaluation fires; of the four candidates the second is ranked highest
     trigger = Scripted(1.0, fire=3, script=(0.5, 2.0, 1.0, 0.2))
     learner = _learner(tmp_path, trigger, lookahead=4)
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
-    thermalize(atoms, 600, np.random.default_rng(0))
-    dyn = Langevin(atoms, 2 * units.fs, temperature_K=600, friction=0.02,
-                   rng=np.random.default_rng(1), fixcm=False)
-    learner.attach(dyn, trajectory=tmp_path / "md.traj", interval=1)
+    atoms, dyn = _hot_md(learner, np.random.default_rng(1), trajectory=tmp_path / "md.traj",
+                         interval=1)
     seen = []  # (evaluated positions, results) of every learner step
     step = learner.step
     learner.step = lambda a, **kw: seen.append((a.positions.copy(), step(a, **kw))) or seen[-1][1]
@@ -133,10 +140,7 @@ def test_window_labels_its_most_uncertain_structure_and_the_md_goes_on_from_it(t
 def test_a_candidate_far_out_of_the_committees_depth_closes_the_window(tmp_path):
     trigger = Scripted(1.0, fire=3, script=(0.5, 4.0))  # 4 > lookahead_stop 3
     learner = _learner(tmp_path, trigger, lookahead=4)
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
-    thermalize(atoms, 600, np.random.default_rng(0))
-    dyn = Langevin(atoms, 2 * units.fs, temperature_K=600, friction=0.02, fixcm=False)
-    learner.attach(dyn)
+    atoms, dyn = _hot_md(learner)
     kept = []
     dyn.attach(lambda: kept.append(dyn.nsteps), interval=1)
     dyn.run(8)
@@ -149,10 +153,7 @@ def test_a_rejected_step_labels_the_best_candidate_so_far_and_rewinds_to_it(tmp_
     # candidates at MD steps 2 and 3; step 4 is rejected: step 3, the best, is labelled
     trigger = Scripted(1.0, fire=3, script=(0.5, 2.0), reject=5)
     learner = _learner(tmp_path, trigger, lookahead=4)
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
-    thermalize(atoms, 600, np.random.default_rng(0))
-    dyn = Langevin(atoms, 2 * units.fs, temperature_K=600, friction=0.02, fixcm=False)
-    learner.attach(dyn)
+    atoms, dyn = _hot_md(learner)
     kept = []
     dyn.attach(lambda: kept.append((dyn.nsteps, atoms.positions.copy())), interval=1)
     dyn.run(8)
@@ -168,10 +169,7 @@ def test_a_rejected_step_labels_the_best_candidate_so_far_and_rewinds_to_it(tmp_
 def test_a_window_open_at_the_end_of_a_run_is_labelled(tmp_path):
     trigger = Scripted(1.0, fire=3, script=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6))
     learner = _learner(tmp_path, trigger, lookahead=50)
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
-    thermalize(atoms, 600, np.random.default_rng(0))
-    dyn = Langevin(atoms, 2 * units.fs, temperature_K=600, friction=0.02, fixcm=False)
-    learner.attach(dyn)
+    atoms, dyn = _hot_md(learner)
     dyn.run(6)
     assert learner.n_reference_calls == 0
     learner.flush()
