@@ -65,21 +65,16 @@ def one_run(run_dir: Path, steps: int, workers: int, delay: float,
             test: list) -> dict[str, Any]:
     from potlearn_ase.calculators import load
     from potlearn_ase.data.store import LabelStore
-    from potlearn_ase.learners import run as run_module
     from potlearn_ase.learners.reference import Reference
     from potlearn_ase.learners.reference_specs import reference_kwargs
+    from potlearn_ase.learners.run import run_otf
 
     kwargs = reference_kwargs({"calculator": "emt", "workers": workers})
     kwargs["factory"] = functools.partial(SlowEMT, delay)
     ref = Reference(**kwargs)
-    original = run_module.Reference.from_spec
-    run_module.Reference.from_spec = classmethod(lambda cls, spec: ref)  # type: ignore
-    try:
-        t0 = time.perf_counter()
-        summary = run_module.run_otf(config(run_dir, steps, workers))
-        wall = time.perf_counter() - t0
-    finally:
-        run_module.Reference.from_spec = original  # type: ignore
+    t0 = time.perf_counter()
+    summary = run_otf(config(run_dir, steps, workers), reference=ref)
+    wall = time.perf_counter() - t0
     with LabelStore(run_dir / "labels.h5", mode="r") as store:
         provs = [store.provenance(i) for i in range(len(store))]
     moved = [p["md_step_arrival"] - p["md_step"] for p in provs if "md_step_arrival" in p]

@@ -184,6 +184,7 @@ def run_otf(
     *,
     resume: bool = False,
     run_dir: str | Path | None = None,
+    reference: Reference | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) on-the-fly learning; returns the summary also written to JSON.
 
@@ -196,6 +197,9 @@ def run_otf(
         no reference call is repeated for a stored structure.
     run_dir : path, optional
         Overrides ``config.run_dir``.
+    reference : Reference, optional
+        Labels with this instead of the one ``config.reference`` names (e.g. a
+        :class:`Reference` with its own calculator factory); give the same one on resume.
 
     Notes
     -----
@@ -218,7 +222,8 @@ def run_otf(
         rd = Path(run_dir if run_dir is not None else cfg.run_dir)
         check_new_run_dir(rd)  # a new run never reuses another run's labels
     # everything the configuration names is checked before the run directory is made
-    reference = Reference.from_spec(cfg.reference)
+    if reference is None:
+        reference = Reference.from_spec(cfg.reference)
     trigger = trigger_from_config(cfg.trigger)
     start = build_structure(cfg.structure)
     set_cpu_threads(len(start))

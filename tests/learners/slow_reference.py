@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     a count or ``mpi``)."""
     import sys
 
-    from potlearn_ase.learners import run as run_module
+    from potlearn_ase.learners.run import run_otf
 
     args = list(sys.argv[1:] if argv is None else argv)
     resume = "--resume" in args
@@ -65,11 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     run_dir, steps, delay = args[0], int(args[1]), float(args[3])
     workers: int | str = args[2] if args[2] == "mpi" else int(args[2])
     ref = slow_reference(delay, workers)
-    run_module.Reference.from_spec = classmethod(lambda cls, spec: ref)  # type: ignore
     if resume:
-        run_module.run_otf(run_dir, resume=True)
+        run_otf(run_dir, resume=True, reference=ref)
     else:
-        run_module.run_otf(run_config(run_dir, steps, workers))
+        run_otf(run_config(run_dir, steps, workers), reference=ref)
 
 
 if __name__ == "__main__":
