@@ -22,7 +22,15 @@ from potlearn_ase.models.design import LABEL_BLOCKS, design_rows_by_type
 from potlearn_ase.models.linear import LinearFitConfig
 from potlearn_ase.models.posterior import NoiseLevels, NormalEquations, infer_noise
 
-__all__ = ["LabelBlocks", "accumulate_blocks", "parse_lam", "resolve_noise"]
+__all__ = [
+    "LabelBlocks",
+    "accumulate_blocks",
+    "add_rows_by_type",
+    "parse_lam",
+    "resolve_noise",
+    "row_structures",
+    "unit_rows",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +75,42 @@ def accumulate_blocks(
     """
     P = len(descriptor.elements) * (descriptor.n_features + 1)
     blocks = blocks if blocks is not None else LabelBlocks.empty(P)
+    A, y, block = unit_rows(descriptor, frames, config, first_index)
+    add_rows_by_type(blocks, A, y, block)
+    return blocks
+
+
+def unit_rows(
+    descriptor: Descriptor, frames: Sequence[Atoms], config: LinearFitConfig, first_index: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit-weight design rows of ``frames``, their targets and label type (index into
+    :data:`LABEL_BLOCKS`); ``first_index`` is the position of ``frames[0]`` (for errors)."""
     unit = replace(config, energy_weight=1.0, force_weight=1.0, stress_weight=1.0, weights="fixed")
     A, y, _, block = design_rows_by_type(descriptor, frames, unit, first_index)
-    starts = np.flatnonzero(block == 0)  # each structure's rows open with its energy
+    return A, y, block
+
+
+def row_structures(block: np.ndarray) -> np.ndarray:
+    """The structure (0, 1, ...) of each row, from the rows' label types: each structure's
+    rows open with its energy row."""
+    return np.searchsorted(np.flatnonzero(block == 0), np.arange(len(block)), side="right") - 1
+
+
+def add_rows_by_type(
+    blocks: LabelBlocks,
+    A: np.ndarray,
+    y: np.ndarray,
+    block: np.ndarray,
+    select: np.ndarray | None = None,
+) -> None:
+    """Add unit-weight rows to the part of their label type (only the ``select`` ones), and
+    count the structures that gave rows to each part."""
+    owner = row_structures(block)
     for k, ne in enumerate(blocks.parts):
-        sel = block == k
+        sel = block == k if select is None else (block == k) & select
         if np.any(sel):
             ne.add(A[sel], y[sel], 1.0)
-            owner = np.searchsorted(starts, np.flatnonzero(sel), side="right")
-            blocks.structures[k] += len(np.unique(owner))
-    return blocks
+            blocks.structures[k] += len(np.unique(owner[sel]))
 
 
 def resolve_noise(

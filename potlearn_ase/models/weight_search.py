@@ -21,7 +21,7 @@ from ase import Atoms
 
 from potlearn_ase.descriptors.base import Descriptor
 from potlearn_ase.models.linear import LinearFitConfig
-from potlearn_ase.models.noise import LabelBlocks, accumulate_blocks
+from potlearn_ase.models.noise import LabelBlocks, add_rows_by_type, row_structures, unit_rows
 from potlearn_ase.models.posterior import NormalEquations, solve_posterior
 
 __all__ = ["ENERGY_GRID", "STRESS_GRID", "WeightSearch", "accumulate_folds", "search_weights"]
@@ -74,11 +74,10 @@ def accumulate_folds(
         starts = range(0, len(frames), config.batch_size)
     for start in starts:
         chunk = list(frames[start : start + config.batch_size])
+        A, y, block = unit_rows(descriptor, chunk, config, start)  # one pass for every fold
+        fold = (start + row_structures(block)) % n_folds
         for f in range(n_folds):
-            part = [a for k, a in enumerate(chunk) if (start + k) % n_folds == f]
-            if part:
-                first = start + next(k for k in range(len(chunk)) if (start + k) % n_folds == f)
-                accumulate_blocks(descriptor, part, config, first_index=first, blocks=folds[f])
+            add_rows_by_type(folds[f], A, y, block, fold == f)
     return folds
 
 

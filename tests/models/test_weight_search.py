@@ -112,3 +112,15 @@ def test_cv_posterior_scale_makes_the_raw_spread_match_independent_errors(desc, 
     assert cv.config.covariance_scale > 10
     assert 0.25 < error_over_spread(cv) < 4.0
     assert error_over_spread(fixed) > 10
+
+
+def test_a_missing_label_names_its_structure(desc, cu_train):
+    """Structures are dealt to folds in turn; an error still names the file's index."""
+    from potlearn_ase.errors import MissingLabelError
+
+    frames = [a.copy() for a in cu_train]
+    for a, b in zip(cu_train, frames):
+        b.calc = SinglePointCalculator(b, energy=a.get_potential_energy(), forces=a.get_forces())
+    frames[12].calc = SinglePointCalculator(frames[12], energy=0.0)  # no forces
+    with pytest.raises(MissingLabelError, match="training structure 12"):
+        fit_linear(desc, frames, LinearFitConfig(weights="cv", n_members=2), rng=0)
