@@ -426,12 +426,9 @@ def _fit_cross_validated(
     sse = var = 0.0
     alpha = model.solve_posterior(ne).lam  # the full data's ridge parameter, for every fold
     for k in range(len(per_fold)):
-        rest = NormalEquations.weighted_sum([f for j, f in enumerate(per_fold) if j != k],
-                                            [1.0] * (len(folds) - 1))
-        post = model.solve_posterior(rest, lam=alpha)
+        post = model.solve_posterior(ne.without(per_fold[k]), lam=alpha)
         forces = folds[k].parts[1]
-        sse += max(forces.yty - 2.0 * float(post.mean @ forces.Aty)
-                   + float(post.mean @ forces.AtA @ post.mean), 0.0)
+        sse += forces.sse(post.mean)
         var += float(np.sum(post.cov * forces.AtA))
     if var > 0 and sse > 0:
         model.config = replace(chosen, covariance_scale=sse / var)

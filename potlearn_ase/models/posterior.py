@@ -88,6 +88,20 @@ class NormalEquations:
                 total.n_rows += ne.n_rows
         return total
 
+    def sse(self, theta: np.ndarray) -> float:
+        """Weighted sum of squared residuals of these rows for parameters ``theta``."""
+        return max(self.yty - 2.0 * float(theta @ self.Aty) + float(theta @ self.AtA @ theta),
+                   0.0)
+
+    def without(self, part: NormalEquations) -> NormalEquations:
+        """These equations less ``part``, rows that were added to them (e.g. a fold's)."""
+        new = self.copy()
+        new.AtA -= part.AtA
+        new.Aty -= part.Aty
+        new.yty -= part.yty
+        new.n_rows -= part.n_rows
+        return new
+
     def copy(self) -> NormalEquations:
         new = NormalEquations(self.n_params)
         new.AtA = self.AtA.copy()

@@ -96,10 +96,6 @@ def _ridge_mean(ne: NormalEquations, alpha: float, unreg: np.ndarray) -> np.ndar
     return x / scale
 
 
-def _sse(ne: NormalEquations, theta: np.ndarray) -> float:
-    return max(ne.yty - 2.0 * float(theta @ ne.Aty) + float(theta @ ne.AtA @ theta), 0.0)
-
-
 def search_weights(
     folds: Sequence[LabelBlocks],
     n_species: int,
@@ -136,11 +132,9 @@ def search_weights(
             sse = np.zeros(3)
             full = NormalEquations.weighted_sum(totals, w2)
             for held in folds:
-                rest = NormalEquations(P)  # the full system less the fold's rows
-                mine = NormalEquations.weighted_sum(held.parts, w2)
-                rest.AtA, rest.Aty = full.AtA - mine.AtA, full.Aty - mine.Aty
+                rest = full.without(NormalEquations.weighted_sum(held.parts, w2))
                 theta = _ridge_mean(rest, alpha, unreg)
-                sse += [_sse(held.parts[t], theta) if held.parts[t].n_rows else 0.0
+                sse += [held.parts[t].sse(theta) if held.parts[t].n_rows else 0.0
                         for t in range(3)]
             rmse = np.sqrt(sse / np.maximum(rows, 1))
             score = float(sum(np.log(rmse[t]) for t in present))
