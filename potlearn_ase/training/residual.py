@@ -62,7 +62,7 @@ def train_residual(
             chunk = list(train[start : start + 16])
             out = desc.compute_batch(chunk)
             feats.append(out.features)
-            pred = [linear.predict(a, stress=False)["energy"].mean() for a in chunk]
+            pred = [linear.predict(a, forces=False, stress=False)["energy"].mean() for a in chunk]
             resid += [(a.get_potential_energy() - e) / len(a) for a, e in zip(chunk, pred)]
         x = torch.cat(feats)
         model.feature_mean.copy_(x.mean(0))
